@@ -1,0 +1,207 @@
+//! `POST /api/v1/projects/{project}/events`: a batch of run events, as JSON or protobuf.
+
+use std::collections::{HashMap, HashSet};
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, header};
+use runstream_http::{ApiError, Authenticated, PositionToken, parse_json};
+use runstream_log::AppendRecord;
+use runstream_schema::json::{BatchJson, IngestContext};
+use runstream_schema::{Body as EventBody, Event, EventId, ProjectId, Role, WireBatch, encode_batch};
+use serde::Serialize;
+
+use crate::{IngestState, now_ms};
+
+#[derive(Debug, Serialize)]
+pub struct AppendResponse {
+    /// Events appended by this request.
+    pub accepted: usize,
+    /// Events already appended by an earlier request with the same ids, not appended again.
+    pub duplicates: usize,
+    /// Pass as `min_position` to a read to see these events.
+    pub position: String,
+}
+
+pub(crate) async fn append_events(
+    State(st): State<IngestState>,
+    Path(project): Path<String>,
+    Authenticated(principal): Authenticated,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<AppendResponse>, ApiError> {
+    let project = st.registry.authorize(&principal, &project, Role::Writer)?;
+    let bytes = read_body(&headers, body, st.limits.max_batch_bytes).await?;
+    let ctx = IngestContext {
+        workspace: principal.workspace.clone(),
+        project: project.clone(),
+        actor: principal.name.clone(),
+        ingest_time_ms: now_ms(),
+    };
+    let events = match content_kind(&headers)? {
+        Kind::Json => {
+            let batch: BatchJson = parse_json(&bytes)?;
+            batch
+                .events
+                .into_iter()
+                .enumerate()
+                .map(|(i, e)| e.into_event(&ctx).map_err(|err| err.within(&format!("events[{i}]"))))
+                .collect::<Result<Vec<_>, _>>()?
+        }
+        Kind::Protobuf => WireBatch::decode(&bytes)?.into_events(&ctx)?,
+    };
+    append(&st, &project, events).await.map(Json)
+}
+
+enum Kind {
+    Json,
+    Protobuf,
+}
+
+fn content_kind(headers: &HeaderMap) -> Result<Kind, ApiError> {
+    let Some(ct) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(Kind::Json);
+    };
+    let ct = ct
+        .to_str()
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match ct.as_str() {
+        "application/json" | "" => Ok(Kind::Json),
+        "application/x-protobuf" | "application/protobuf" | "application/vnd.google.protobuf" => Ok(Kind::Protobuf),
+        other => Err(ApiError::unsupported_media_type(format!(
+            "content type {other:?} is not accepted; send application/json or application/x-protobuf"
+        ))),
+    }
+}
+
+/// Reads a whole body, refusing it with 413 past `limit` bytes.
+pub(crate) async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let too_large = || {
+        ApiError::too_large(format!(
+            "request body exceeds the limit of {limit} bytes; send smaller batches"
+        ))
+    };
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) {
+            too_large()
+        } else {
+            ApiError::invalid("body", format!("reading the request body failed: {e}"))
+        }
+    })
+}
+
+/// Validates batch-level rules, drops events already appended, and appends the rest.
+pub(crate) async fn append(
+    st: &IngestState,
+    project: &ProjectId,
+    events: Vec<Event>,
+) -> Result<AppendResponse, ApiError> {
+    if events.is_empty() {
+        return Err(ApiError::invalid(
+            "events",
+            "the batch is empty; send at least one event",
+        ));
+    }
+    let mut first_seen: HashMap<EventId, usize> = HashMap::with_capacity(events.len());
+    for (i, e) in events.iter().enumerate() {
+        if let Some(j) = first_seen.insert(e.id, i) {
+            return Err(ApiError::invalid(
+                format!("events[{i}].id"),
+                format!("event id {} appears twice in the batch (first at events[{j}])", e.id),
+            ));
+        }
+    }
+    let project_key = events[0].project_key();
+    ensure_runs_exist(st, &project_key, project, &events).await?;
+
+    let mut duplicates = Vec::new();
+    let mut fresh = Vec::with_capacity(events.len());
+    for e in events {
+        match st.recent.get(&e.id) {
+            Some(pos) => duplicates.push(pos),
+            None => fresh.push(e),
+        }
+    }
+    let accepted = fresh.len();
+    let mut positions = duplicates.clone();
+    if !fresh.is_empty() {
+        // One record per run keeps a run's events in order on one partition.
+        let mut by_run: Vec<(String, Vec<Event>)> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        for e in fresh {
+            let key = format!("{project_key}/{}", e.run);
+            let i = *index.entry(key.clone()).or_insert_with(|| {
+                by_run.push((key, Vec::new()));
+                by_run.len() - 1
+            });
+            by_run[i].1.push(e);
+        }
+        let records: Vec<AppendRecord> = by_run
+            .iter()
+            .map(|(key, evs)| AppendRecord {
+                key: key.clone(),
+                payload: encode_batch(evs),
+            })
+            .collect();
+        let written = st.log.append(records).await?;
+        st.recent.insert_all(
+            by_run
+                .iter()
+                .zip(&written)
+                .flat_map(|((_, evs), pos)| evs.iter().map(move |e| (e.id, *pos))),
+        );
+        for (_, evs) in &by_run {
+            for e in evs.iter().filter(|e| matches!(e.body, EventBody::RunCreated(_))) {
+                st.known_runs.insert((project_key.clone(), e.run.to_string()));
+            }
+        }
+        positions.extend(written);
+    }
+    Ok(AppendResponse {
+        accepted,
+        duplicates: duplicates.len(),
+        position: PositionToken::from_positions(positions).to_string(),
+    })
+}
+
+/// Every event must belong to a run that exists or is created earlier in the same batch.
+pub(crate) async fn ensure_runs_exist(
+    st: &IngestState,
+    project_key: &str,
+    project: &ProjectId,
+    events: &[Event],
+) -> Result<(), ApiError> {
+    let mut ok: HashSet<&str> = HashSet::new();
+    for (i, e) in events.iter().enumerate() {
+        let run = e.run.as_str();
+        if matches!(e.body, EventBody::RunCreated(_)) {
+            ok.insert(run);
+            continue;
+        }
+        if ok.contains(run) {
+            continue;
+        }
+        let key = (project_key.to_string(), run.to_string());
+        if st.known_runs.contains(&key) || st.views.run_exists(project_key, run).await? {
+            st.known_runs.insert(key);
+            ok.insert(run);
+            continue;
+        }
+        return Err(ApiError::not_found(format!(
+            "events[{i}].run: run {run:?} does not exist in project {project:?}; create it first with a run_created event"
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,235 @@
+//! The embedded log: one SQLite file in WAL mode, a table per topic.
+//!
+//! One writer thread owns the write connection and commits whatever appends are waiting in one
+//! transaction (group commit), so concurrent clients share each fsync. `synchronous=FULL` makes
+//! the commit durable before any caller is answered. Offsets are read from the table inside the
+//! write transaction, so several processes can append to one file safely. Readers use their own
+//! connections and never block the writer.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::{AppendRecord, EventLog, LogError, LogRecord, Position, partition_for};
+
+type Reply = oneshot::Sender<Result<Vec<Position>, LogError>>;
+
+pub struct SqliteLog {
+    path: PathBuf,
+    table: String,
+    partitions: u32,
+    writer: mpsc::Sender<(Vec<AppendRecord>, Reply)>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+    ends: watch::Receiver<Vec<u64>>,
+}
+
+fn connect(path: &Path) -> Result<Connection, LogError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(30))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    Ok(conn)
+}
+
+impl SqliteLog {
+    pub async fn open(path: impl AsRef<Path>, topic: &str, partitions: u32) -> Result<Self, LogError> {
+        if topic.is_empty() || !topic.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(LogError::Invalid(format!(
+                "topic {topic:?} must be letters, digits and '_'"
+            )));
+        }
+        if partitions == 0 {
+            return Err(LogError::Invalid("a topic needs at least one partition".into()));
+        }
+        let path = path.as_ref().to_path_buf();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| LogError::Storage(format!("creating {}: {e}", dir.display())))?;
+        }
+        let table = format!("log_{topic}");
+        let conn = connect(&path)?;
+        conn.execute_batch(&format!(
+            "CREATE TABLE IF NOT EXISTS topics (name TEXT PRIMARY KEY, partitions INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS {table} (
+                 partition INTEGER NOT NULL, offset INTEGER NOT NULL, payload BLOB NOT NULL,
+                 PRIMARY KEY (partition, offset)) WITHOUT ROWID;"
+        ))?;
+        conn.execute(
+            "INSERT OR IGNORE INTO topics (name, partitions) VALUES (?1, ?2)",
+            params![topic, partitions],
+        )?;
+        let stored: u32 = conn.query_row("SELECT partitions FROM topics WHERE name = ?1", [topic], |r| r.get(0))?;
+        let partitions = stored;
+        let ends = read_ends(&conn, &table, partitions)?;
+        let (ends_tx, ends_rx) = watch::channel(ends);
+        let (tx, rx) = mpsc::channel(1024);
+        let writer_table = table.clone();
+        std::thread::Builder::new()
+            .name(format!("log-writer-{topic}"))
+            .spawn(move || writer_loop(conn, writer_table, partitions, rx, ends_tx))
+            .map_err(|e| LogError::Storage(format!("starting the log writer: {e}")))?;
+        Ok(Self {
+            path,
+            table,
+            partitions,
+            writer: tx,
+            readers: Arc::new(Mutex::new(Vec::new())),
+            ends: ends_rx,
+        })
+    }
+
+    async fn with_reader<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection, &str) -> Result<T, LogError> + Send + 'static,
+    ) -> Result<T, LogError> {
+        let pool = self.readers.clone();
+        let path = self.path.clone();
+        let table = self.table.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = pool.lock().expect("reader pool").pop();
+            let conn = match conn {
+                Some(c) => c,
+                None => connect(&path)?,
+            };
+            let out = f(&conn, &table);
+            pool.lock().expect("reader pool").push(conn);
+            out
+        })
+        .await
+        .map_err(|e| LogError::Storage(format!("log reader panicked: {e}")))?
+    }
+}
+
+fn read_ends(conn: &Connection, table: &str, partitions: u32) -> Result<Vec<u64>, LogError> {
+    let mut stmt = conn.prepare_cached(&format!("SELECT MAX(offset) FROM {table} WHERE partition = ?1"))?;
+    (0..partitions)
+        .map(|p| {
+            let max: Option<i64> = stmt.query_row([p], |r| r.get(0)).optional()?.flatten();
+            Ok(max.map_or(0, |m| m as u64 + 1))
+        })
+        .collect()
+}
+
+fn writer_loop(
+    mut conn: Connection,
+    table: String,
+    partitions: u32,
+    mut rx: mpsc::Receiver<(Vec<AppendRecord>, Reply)>,
+    ends: watch::Sender<Vec<u64>>,
+) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut group = vec![first];
+        // Everything already waiting joins this commit: group commit.
+        while group.len() < 256 {
+            match rx.try_recv() {
+                Ok(item) => group.push(item),
+                Err(_) => break,
+            }
+        }
+        let result = write_group(&mut conn, &table, partitions, &group);
+        match result {
+            Ok((positions, new_ends)) => {
+                for ((_, reply), pos) in group.into_iter().zip(positions) {
+                    let _ = reply.send(Ok(pos));
+                }
+                ends.send_replace(new_ends);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "log append failed");
+                for (_, reply) in group {
+                    let _ = reply.send(Err(LogError::Storage(e.to_string())));
+                }
+            }
+        }
+    }
+}
+
+fn write_group(
+    conn: &mut Connection,
+    table: &str,
+    partitions: u32,
+    group: &[(Vec<AppendRecord>, Reply)],
+) -> Result<(Vec<Vec<Position>>, Vec<u64>), LogError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    // Read inside the write transaction: another process may have appended since.
+    let mut next = read_ends(&tx, table, partitions)?;
+    let mut out = Vec::with_capacity(group.len());
+    {
+        let mut insert = tx.prepare_cached(&format!(
+            "INSERT INTO {table} (partition, offset, payload) VALUES (?1, ?2, ?3)"
+        ))?;
+        for (records, _) in group {
+            let mut positions = Vec::with_capacity(records.len());
+            for r in records {
+                let partition = partition_for(&r.key, partitions);
+                let offset = next[partition as usize];
+                insert.execute(params![partition, offset as i64, r.payload])?;
+                next[partition as usize] += 1;
+                positions.push(Position { partition, offset });
+            }
+            out.push(positions);
+        }
+    }
+    tx.commit()?;
+    Ok((out, next))
+}
+
+#[async_trait::async_trait]
+impl EventLog for SqliteLog {
+    fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
+    async fn append(&self, records: Vec<AppendRecord>) -> Result<Vec<Position>, LogError> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (tx, rx) = oneshot::channel();
+        self.writer.send((records, tx)).await.map_err(|_| LogError::Closed)?;
+        rx.await.map_err(|_| LogError::Closed)?
+    }
+
+    async fn read(&self, partition: u32, from: u64, max_records: usize) -> Result<Vec<LogRecord>, LogError> {
+        if partition >= self.partitions {
+            return Err(LogError::Invalid(format!(
+                "partition {partition} of {}",
+                self.partitions
+            )));
+        }
+        self.with_reader(move |conn, table| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT offset, payload FROM {table} WHERE partition = ?1 AND offset >= ?2 ORDER BY offset LIMIT ?3"
+            ))?;
+            let rows = stmt.query_map(params![partition, from as i64, max_records as i64], |r| {
+                Ok(LogRecord {
+                    position: Position {
+                        partition,
+                        offset: r.get::<_, i64>(0)? as u64,
+                    },
+                    payload: r.get(1)?,
+                })
+            })?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(LogError::from)
+        })
+        .await
+    }
+
+    async fn end_offsets(&self) -> Result<Vec<u64>, LogError> {
+        let partitions = self.partitions;
+        self.with_reader(move |conn, table| read_ends(conn, table, partitions))
+            .await
+    }
+
+    async fn wait_for_new(&self, known: &[u64], timeout: Duration) -> Result<(), LogError> {
+        let mut rx = self.ends.clone();
+        if rx.borrow_and_update().as_slice() != known {
+            return Ok(());
+        }
+        // Appends by this process wake us at once; another process's appends are seen by the
+        // caller's next read after the timeout.
+        let _ = tokio::time::timeout(timeout, rx.changed()).await;
+        Ok(())
+    }
+}

@@ -1,0 +1,132 @@
+//! The EventLog contract. Every implementation runs these same checks; each backend adds a
+//! `#[tokio::test]` that hands its constructor to `contract::*`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use runstream_log::{AppendRecord, EventLog, SqliteLog, partition_for};
+
+fn rec(key: &str, payload: &[u8]) -> AppendRecord {
+    AppendRecord {
+        key: key.to_string(),
+        payload: payload.to_vec(),
+    }
+}
+
+async fn positions_are_dense_and_ordered_per_partition(log: Arc<dyn EventLog>) {
+    let n = log.partitions();
+    let mut expected = vec![0u64; n as usize];
+    for i in 0..50u32 {
+        let key = format!("run-{}", i % 7);
+        let pos = log
+            .append(vec![rec(&key, &i.to_be_bytes()), rec(&key, b"second")])
+            .await
+            .unwrap();
+        let p = partition_for(&key, n);
+        assert_eq!(pos.len(), 2);
+        assert_eq!((pos[0].partition, pos[0].offset), (p, expected[p as usize]));
+        assert_eq!((pos[1].partition, pos[1].offset), (p, expected[p as usize] + 1));
+        expected[p as usize] += 2;
+    }
+    assert_eq!(log.end_offsets().await.unwrap(), expected);
+    // Reads return exactly what was appended, in order, from any offset.
+    let p = partition_for("run-3", n);
+    let all = log.read(p, 0, 10_000).await.unwrap();
+    assert_eq!(all.len() as u64, expected[p as usize]);
+    assert!(all.windows(2).all(|w| w[1].position.offset == w[0].position.offset + 1));
+    let tail = log.read(p, 3, 2).await.unwrap();
+    assert_eq!(tail, all[3..5].to_vec());
+    assert!(log.read(p, expected[p as usize], 10).await.unwrap().is_empty());
+}
+
+async fn concurrent_appends_never_share_a_position(log: Arc<dyn EventLog>) {
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let log = log.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            for i in 0..25 {
+                out.extend(
+                    log.append(vec![rec("same-run", format!("{t}-{i}").as_bytes())])
+                        .await
+                        .unwrap(),
+                );
+            }
+            out
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let mut sorted = all.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), 200, "every append got its own position");
+    let p = partition_for("same-run", log.partitions());
+    let read = log.read(p, 0, 1000).await.unwrap();
+    assert_eq!(read.len(), 200);
+}
+
+async fn waiting_wakes_on_append(log: Arc<dyn EventLog>) {
+    let ends = log.end_offsets().await.unwrap();
+    let writer = log.clone();
+    let start = std::time::Instant::now();
+    let handle = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        writer.append(vec![rec("wake", b"x")]).await.unwrap();
+    });
+    log.wait_for_new(&ends, Duration::from_secs(10)).await.unwrap();
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "woken by the append, not the timeout"
+    );
+    handle.await.unwrap();
+    assert_ne!(log.end_offsets().await.unwrap(), ends);
+}
+
+#[tokio::test]
+async fn sqlite_positions() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(SqliteLog::open(dir.path().join("l.db"), "events", 4).await.unwrap());
+    positions_are_dense_and_ordered_per_partition(log).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_concurrency() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(SqliteLog::open(dir.path().join("l.db"), "events", 3).await.unwrap());
+    concurrent_appends_never_share_a_position(log).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(SqliteLog::open(dir.path().join("l.db"), "events", 2).await.unwrap());
+    waiting_wakes_on_append(log).await;
+}
+
+#[tokio::test]
+async fn sqlite_survives_reopen_and_keeps_its_partition_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.db");
+    {
+        let log = SqliteLog::open(&path, "events", 4).await.unwrap();
+        log.append(vec![rec("a", b"1"), rec("a", b"2")]).await.unwrap();
+    }
+    // A different partition count on reopen is ignored: the topic keeps the one it was created with.
+    let log = SqliteLog::open(&path, "events", 9).await.unwrap();
+    assert_eq!(log.partitions(), 4);
+    let p = partition_for("a", 4);
+    let back = log.read(p, 0, 10).await.unwrap();
+    assert_eq!(
+        back.iter().map(|r| r.payload.clone()).collect::<Vec<_>>(),
+        vec![b"1".to_vec(), b"2".to_vec()]
+    );
+    let next = log.append(vec![rec("a", b"3")]).await.unwrap();
+    assert_eq!(next[0].offset, 2);
+    // Topics are separate streams in one file.
+    let other = SqliteLog::open(&path, "registry", 1).await.unwrap();
+    assert_eq!(other.end_offsets().await.unwrap(), vec![0]);
+    assert!(SqliteLog::open(&path, "bad topic", 1).await.is_err());
+}

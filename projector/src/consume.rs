@@ -1,0 +1,117 @@
+//! Reading the log from the checkpoint on, and decoding records.
+//!
+//! A record that does not decode was written by a newer or broken client and cannot be folded;
+//! it is reported loudly and stepped over (its position still advances the checkpoint), so one
+//! bad record never stalls a partition.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use runstream_log::{EventLog, LogError, Position};
+use runstream_schema::decode_batch;
+
+use crate::ProjectorConfig;
+use crate::fold::DecodedRecord;
+
+/// What one poll brought: decoded records and the positions of any that could not be decoded.
+pub struct Polled {
+    pub records: Vec<DecodedRecord>,
+    pub skipped: Vec<Position>,
+}
+
+pub struct Consumer {
+    log: Arc<dyn EventLog>,
+    config: ProjectorConfig,
+    /// Next offset to read per partition; empty until positioned from the checkpoint.
+    next: Vec<u64>,
+    ends: Vec<u64>,
+}
+
+impl Consumer {
+    pub fn new(log: Arc<dyn EventLog>, config: ProjectorConfig) -> Self {
+        Self {
+            log,
+            config,
+            next: Vec::new(),
+            ends: Vec::new(),
+        }
+    }
+
+    pub fn is_positioned(&self) -> bool {
+        !self.next.is_empty()
+    }
+
+    /// Positions the consumer at the views' checkpoint.
+    pub fn seek(&mut self, checkpoint: &BTreeMap<u32, u64>) {
+        self.next = (0..self.log.partitions())
+            .map(|p| checkpoint.get(&p).copied().unwrap_or(0))
+            .collect();
+    }
+
+    /// Forgets the position, so the next step re-reads the checkpoint (after an error).
+    pub fn reset(&mut self) {
+        self.next.clear();
+    }
+
+    /// The end offsets seen by the last poll, for waiting on new data.
+    pub fn known_ends(&self) -> &[u64] {
+        &self.ends
+    }
+
+    pub async fn poll(&mut self) -> Result<Polled, LogError> {
+        self.ends = self.log.end_offsets().await?;
+        let mut records = Vec::new();
+        let mut skipped = Vec::new();
+        let mut points = 0usize;
+        for p in 0..self.next.len() {
+            if points >= self.config.max_points {
+                break;
+            }
+            if self.next[p] >= self.ends.get(p).copied().unwrap_or(0) {
+                continue;
+            }
+            let raw = self.log.read(p as u32, self.next[p], self.config.max_records).await?;
+            for r in raw {
+                match decode_batch(&r.payload) {
+                    Ok(events) => {
+                        points += events.iter().map(point_count).sum::<usize>();
+                        records.push(DecodedRecord {
+                            position: r.position,
+                            events,
+                        });
+                    }
+                    Err(e) => {
+                        tracing::error!(partition = r.position.partition, offset = r.position.offset, error = %e,
+                            "undecodable log record stepped over");
+                        skipped.push(r.position);
+                    }
+                }
+                if points >= self.config.max_points {
+                    break;
+                }
+            }
+        }
+        Ok(Polled { records, skipped })
+    }
+
+    /// Moves past what a poll returned, once it has been flushed.
+    pub fn commit(&mut self, polled: &Polled) {
+        for pos in polled
+            .records
+            .iter()
+            .map(|r| r.position)
+            .chain(polled.skipped.iter().copied())
+        {
+            let n = &mut self.next[pos.partition as usize];
+            *n = (*n).max(pos.offset + 1);
+        }
+    }
+}
+
+fn point_count(e: &runstream_schema::Event) -> usize {
+    match &e.body {
+        runstream_schema::Body::FloatPoints(p) => p.steps.len(),
+        runstream_schema::Body::StringLines(l) => l.steps.len(),
+        _ => 1,
+    }
+}

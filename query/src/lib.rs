@@ -1,0 +1,54 @@
+//! The read API.
+//!
+//! Reads are served from the views, which trail the log. A read that must see a given write
+//! passes the position token the write returned as `min_position`; the handler then waits
+//! (at most `wait_ms`, default 10 s) until the views' checkpoint has passed it, and answers
+//! 504 with Retry-After if they have not — it never answers with data older than asked for.
+
+mod consistency;
+mod runs;
+mod series;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::FromRef;
+use axum::routing::get;
+use object_store::ObjectStore;
+use runstream_http::RegistryState;
+use runstream_views::ViewStore;
+use runstream_views::registry::Registry;
+
+#[derive(Clone)]
+pub struct QueryState {
+    pub views: Arc<dyn ViewStore>,
+    pub blobs: Arc<dyn ObjectStore>,
+    pub registry: Arc<Registry>,
+}
+
+impl FromRef<QueryState> for RegistryState {
+    fn from_ref(s: &QueryState) -> Self {
+        RegistryState(s.registry.clone())
+    }
+}
+
+pub fn router(state: QueryState) -> Router {
+    Router::new()
+        .route("/api/v1/projects", get(runs::list_projects))
+        .route("/api/v1/projects/{project}/runs", get(runs::list_runs))
+        .route("/api/v1/projects/{project}/runs/{run}", get(runs::get_run))
+        .route("/api/v1/projects/{project}/runs/{run}/events", get(runs::run_events))
+        .route(
+            "/api/v1/projects/{project}/runs/{run}/series",
+            get(series::float_series),
+        )
+        .route(
+            "/api/v1/projects/{project}/runs/{run}/lines",
+            get(series::string_series),
+        )
+        .route(
+            "/api/v1/projects/{project}/runs/{run}/files/{*path}",
+            get(runs::download_file),
+        )
+        .with_state(state)
+}

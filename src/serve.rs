@@ -1,0 +1,147 @@
+//! `runstream serve`: every role in one process, on the embedded default unless told otherwise.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+use axum::routing::get;
+use object_store::ObjectStore;
+use runstream_ingest::{IngestLimits, IngestState};
+use runstream_projector::{Projector, ProjectorConfig};
+use runstream_query::QueryState;
+use runstream_schema::{ProjectId, WorkspaceId};
+use runstream_views::registry::Registry;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::registry_follow;
+
+pub fn open_blobs(url: &str) -> anyhow::Result<Arc<dyn ObjectStore>> {
+    if let Some(path) = url.strip_prefix("file://") {
+        std::fs::create_dir_all(path).with_context(|| format!("creating blob folder {path}"))?;
+        let store = object_store::local::LocalFileSystem::new_with_prefix(path)
+            .with_context(|| format!("opening blob folder {path}"))?;
+        return Ok(Arc::new(store));
+    }
+    anyhow::bail!("blob store url {url:?} is not supported (expected file://PATH)")
+}
+
+pub async fn serve(cfg: Config) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&cfg.data).with_context(|| format!("creating data folder {}", cfg.data.display()))?;
+    let log = runstream_log::open(&cfg.log_url, "events", cfg.partitions).await?;
+    let registry_log = runstream_log::open(&cfg.log_url, "registry", 1).await?;
+    let registry = Arc::new(Registry::new());
+    let mut registry_next = registry_follow::load(registry_log.as_ref(), &registry, 0).await?;
+
+    let created = runstream_ingest::bootstrap(
+        registry_log.clone(),
+        &registry,
+        WorkspaceId::new("default")?,
+        ProjectId::new("default")?,
+        cfg.admin_token.clone(),
+    )
+    .await?;
+    if let Some(b) = &created {
+        let token_file = cfg.data.join("admin-token");
+        std::fs::write(&token_file, format!("{}\n", b.token)).context("writing the admin token file")?;
+        restrict(&token_file);
+        eprintln!(
+            "first start: created workspace {:?}, project {:?} and an admin token (also in {}):\n\n    {}\n\n\
+             try: curl -H 'Authorization: Bearer {}' http://{}/api/v1/projects\n",
+            b.workspace.as_str(),
+            b.project.as_str(),
+            token_file.display(),
+            b.token,
+            b.token,
+            cfg.listen
+        );
+    } else if let Some(token) = cfg.admin_token.as_ref().filter(|t| registry.authenticate(t).is_err()) {
+        runstream_ingest::register_admin_token(registry_log.clone(), &registry, token).await?;
+        tracing::info!("registered RUNSTREAM_ADMIN_TOKEN as an admin token");
+    }
+    registry_next = registry_follow::load(registry_log.as_ref(), &registry, registry_next).await?;
+
+    let views_url = cfg.current_views_url()?;
+    let views = runstream_views::open(&views_url)
+        .await
+        .with_context(|| format!("opening views {views_url}"))?;
+    let blobs = open_blobs(&cfg.blobs_url)?;
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let projector = Projector::new(log.clone(), views.clone(), ProjectorConfig::default());
+    let projector_task = {
+        let rx = shutdown_rx.clone();
+        tokio::spawn(async move { projector.run(rx).await })
+    };
+    let follower = tokio::spawn(registry_follow::follow(
+        registry_log.clone(),
+        registry.clone(),
+        registry_next,
+        shutdown_rx.clone(),
+    ));
+
+    let ingest = IngestState::new(
+        log,
+        registry_log,
+        views.clone(),
+        blobs.clone(),
+        registry.clone(),
+        IngestLimits::default(),
+    );
+    let query = QueryState { views, blobs, registry };
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .merge(runstream_ingest::router(ingest))
+        .merge(runstream_query::router(query));
+
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("binding {}", cfg.listen))?;
+    // Tests and scripts read this line to learn the port when listening on port 0.
+    println!("runstream listening on http://{}", listener.local_addr()?);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+
+    // Requests in flight have been answered; everything acknowledged is in the log already.
+    let _ = shutdown_tx.send(true);
+    match projector_task.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "projector stopped with an error"),
+        Err(e) => tracing::error!(error = %e, "projector task failed"),
+    }
+    let _ = follower.await;
+    eprintln!("runstream stopped");
+    Ok(())
+}
+
+#[cfg(unix)]
+fn restrict(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+}
+
+#[cfg(not(unix))]
+fn restrict(_: &std::path::Path) {}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,110 @@
+//! Views: the queryable state folded from the log.
+//!
+//! The projector hands a [`RowBatch`] to [`ViewStore::apply`], which writes its rows and the log
+//! positions they reach in one transaction: after a crash the store holds either the whole batch
+//! and its checkpoint or neither, so replaying from the stored checkpoint duplicates nothing.
+//! Every row is keyed (run, path, step, ...) with last-writer-wins, and every event id is recorded,
+//! so applying an event twice changes nothing.
+//!
+//! Series keep raw points plus rollups (count, min, max, sum, last) per step bucket at several
+//! widths ([`rollup::LEVELS`]), so a chart of any length reads a bounded number of rows.
+
+pub mod registry;
+pub mod rollup;
+mod rows;
+mod sqlite;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+pub use rows::*;
+pub use sqlite::SqliteViews;
+
+use runstream_schema::EventId;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ViewError {
+    #[error("view storage failed: {0}")]
+    Storage(String),
+    #[error("views url {0:?} is not supported (expected sqlite://PATH)")]
+    UnsupportedUrl(String),
+    #[error("views schema version {found} is newer than this build's {supported}")]
+    SchemaTooNew { found: i64, supported: i64 },
+    #[error("corrupt view row: {0}")]
+    Corrupt(String),
+}
+
+impl From<rusqlite::Error> for ViewError {
+    fn from(e: rusqlite::Error) -> Self {
+        ViewError::Storage(e.to_string())
+    }
+}
+
+/// Next offset to read per partition.
+pub type Checkpoint = BTreeMap<u32, u64>;
+
+#[async_trait::async_trait]
+pub trait ViewStore: Send + Sync + 'static {
+    // ---- write side (the projector) ----
+
+    /// The positions the views have applied: the next offset to read per partition.
+    async fn checkpoint(&self) -> Result<Checkpoint, ViewError>;
+
+    /// Of the given event ids, those already applied.
+    async fn known_events(&self, ids: Vec<EventId>) -> Result<HashSet<EventId>, ViewError>;
+
+    /// Writes the rows of a batch and its checkpoint atomically.
+    async fn apply(&self, batch: RowBatch) -> Result<(), ViewError>;
+
+    // ---- read side (ingest's run check and the query service) ----
+
+    async fn run_exists(&self, project: &str, run: &str) -> Result<bool, ViewError>;
+
+    /// Runs of a project, newest first, after the keyset `after` (created_ms, run id).
+    async fn list_runs(
+        &self,
+        project: &str,
+        after: Option<(i64, String)>,
+        limit: usize,
+    ) -> Result<Vec<RunRow>, ViewError>;
+
+    async fn get_run(&self, project: &str, run: &str) -> Result<Option<RunDetail>, ViewError>;
+
+    /// Raw float points of a series with `from <= step`, `step <= to`, in step order.
+    async fn read_points(&self, key: &SeriesKey, from: i64, to: i64, limit: usize) -> Result<Vec<PointRow>, ViewError>;
+
+    async fn read_lines(&self, key: &SeriesKey, from: i64, to: i64, limit: usize) -> Result<Vec<LineRow>, ViewError>;
+
+    /// The series summarised into at most `buckets` step buckets over `from..=to`, read from
+    /// the rollups.
+    async fn read_buckets(&self, key: &SeriesKey, from: i64, to: i64, buckets: usize)
+    -> Result<Vec<Bucket>, ViewError>;
+
+    async fn get_file(
+        &self,
+        project: &str,
+        run: &str,
+        path: &str,
+        step: Option<i64>,
+    ) -> Result<Option<FileRow>, ViewError>;
+
+    /// Events of a run in log order, after `after` (a (partition, offset, seq) keyset).
+    async fn run_events(
+        &self,
+        project: &str,
+        run: &str,
+        after: Option<(u32, u64, u32)>,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, ViewError>;
+
+    /// A canonical text dump of every view, for comparing two stores (rebuild checks).
+    async fn dump(&self) -> Result<String, ViewError>;
+}
+
+/// Opens views by URL: `sqlite://PATH`.
+pub async fn open(url: &str) -> Result<Arc<dyn ViewStore>, ViewError> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        return Ok(Arc::new(SqliteViews::open(path).await?));
+    }
+    Err(ViewError::UnsupportedUrl(url.to_string()))
+}

@@ -1,0 +1,267 @@
+//! The embedded views: one SQLite file in WAL mode.
+//!
+//! One writer connection (the projector's flushes) and a pool of reader connections, so queries
+//! never wait on a flush. `synchronous=NORMAL` is enough here: the checkpoint commits in the same
+//! transaction as the rows, so whatever a power cut rolls back is replayed from the log.
+//! Schema changes are numbered migrations tracked in `PRAGMA user_version`.
+
+mod read;
+mod write;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use runstream_schema::EventId;
+use rusqlite::Connection;
+
+use crate::*;
+
+/// Migrations, applied in order; index + 1 is the schema version they bring the file to.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE checkpoints (partition INTEGER PRIMARY KEY, next_offset INTEGER NOT NULL);
+CREATE TABLE runs (
+    project TEXT NOT NULL, run TEXT NOT NULL,
+    name TEXT NOT NULL DEFAULT '', experiment TEXT NOT NULL DEFAULT '', parent_run TEXT,
+    description TEXT NOT NULL DEFAULT '', owner TEXT NOT NULL DEFAULT '',
+    state TEXT NOT NULL DEFAULT 'running', state_message TEXT NOT NULL DEFAULT '',
+    created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL,
+    finished_ms INTEGER, heartbeat_ms INTEGER, deleted INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (project, run)) WITHOUT ROWID;
+CREATE INDEX runs_by_created ON runs (project, created_ms DESC, run);
+CREATE TABLE attributes (
+    project TEXT NOT NULL, run TEXT NOT NULL, path TEXT NOT NULL,
+    type TEXT NOT NULL, i INTEGER, f REAL, s TEXT,
+    PRIMARY KEY (project, run, path)) WITHOUT ROWID;
+CREATE TABLE tags (
+    project TEXT NOT NULL, run TEXT NOT NULL, tag TEXT NOT NULL,
+    PRIMARY KEY (project, run, tag)) WITHOUT ROWID;
+CREATE TABLE series (
+    id INTEGER PRIMARY KEY, project TEXT NOT NULL, run TEXT NOT NULL, path TEXT NOT NULL,
+    kind TEXT NOT NULL, count INTEGER NOT NULL DEFAULT 0, n_values INTEGER NOT NULL DEFAULT 0,
+    min REAL, max REAL, sum REAL, first_step INTEGER, last_step INTEGER, last_value REAL,
+    last_time_ms INTEGER,
+    UNIQUE (project, run, path, kind));
+CREATE TABLE points (
+    series INTEGER NOT NULL, step INTEGER NOT NULL, time_ms INTEGER NOT NULL, value REAL,
+    PRIMARY KEY (series, step)) WITHOUT ROWID;
+CREATE TABLE lines (
+    series INTEGER NOT NULL, step INTEGER NOT NULL, time_ms INTEGER NOT NULL, line TEXT NOT NULL,
+    PRIMARY KEY (series, step)) WITHOUT ROWID;
+CREATE TABLE rollups (
+    series INTEGER NOT NULL, level INTEGER NOT NULL, bucket INTEGER NOT NULL,
+    count INTEGER NOT NULL, n_values INTEGER NOT NULL, min REAL, max REAL, sum REAL,
+    first_step INTEGER NOT NULL, last_step INTEGER NOT NULL, last_value REAL, last_time_ms INTEGER NOT NULL,
+    PRIMARY KEY (series, level, bucket)) WITHOUT ROWID;
+CREATE TABLE files (
+    project TEXT NOT NULL, run TEXT NOT NULL, path TEXT NOT NULL, step INTEGER NOT NULL,
+    blob_key TEXT NOT NULL, size INTEGER NOT NULL, sha256 TEXT NOT NULL, media_type TEXT NOT NULL,
+    time_ms INTEGER NOT NULL,
+    PRIMARY KEY (project, run, path, step)) WITHOUT ROWID;
+CREATE TABLE lineage (
+    project TEXT NOT NULL, run TEXT NOT NULL, direction TEXT NOT NULL, kind TEXT NOT NULL,
+    name TEXT NOT NULL, version TEXT NOT NULL, digest TEXT NOT NULL, uri TEXT NOT NULL,
+    time_ms INTEGER NOT NULL,
+    PRIMARY KEY (project, run, direction, kind, name, version)) WITHOUT ROWID;
+CREATE INDEX lineage_by_artifact ON lineage (project, kind, name, version);
+CREATE TABLE events (
+    id BLOB PRIMARY KEY, project TEXT NOT NULL, run TEXT NOT NULL, partition INTEGER NOT NULL,
+    offset INTEGER NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL, payload BLOB NOT NULL);
+CREATE INDEX events_by_run ON events (project, run, partition, offset, seq);
+"#];
+
+pub struct SqliteViews {
+    path: PathBuf,
+    writer: Arc<Mutex<Connection>>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+}
+
+fn connect(path: &Path) -> Result<Connection, ViewError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(30))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "cache_size", -65536)?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), ViewError> {
+    let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let supported = MIGRATIONS.len() as i64;
+    if current > supported {
+        return Err(ViewError::SchemaTooNew {
+            found: current,
+            supported,
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)?;
+        tx.commit()?;
+        tracing::info!(version = i + 1, "views migrated");
+    }
+    Ok(())
+}
+
+impl SqliteViews {
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self, ViewError> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| ViewError::Storage(format!("creating {}: {e}", dir.display())))?;
+        }
+        let p = path.clone();
+        let conn = tokio::task::spawn_blocking(move || -> Result<Connection, ViewError> {
+            let mut conn = connect(&p)?;
+            migrate(&mut conn)?;
+            Ok(conn)
+        })
+        .await
+        .map_err(|e| ViewError::Storage(e.to_string()))??;
+        Ok(Self {
+            path,
+            writer: Arc::new(Mutex::new(conn)),
+            readers: Arc::new(Mutex::new(Vec::new())),
+        })
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, ViewError> + Send + 'static,
+    ) -> Result<T, ViewError> {
+        let pool = self.readers.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = pool.lock().expect("reader pool").pop();
+            let conn = match conn {
+                Some(c) => c,
+                None => connect(&path)?,
+            };
+            let out = f(&conn);
+            pool.lock().expect("reader pool").push(conn);
+            out
+        })
+        .await
+        .map_err(|e| ViewError::Storage(format!("view reader panicked: {e}")))?
+    }
+}
+
+#[async_trait::async_trait]
+impl ViewStore for SqliteViews {
+    async fn checkpoint(&self) -> Result<Checkpoint, ViewError> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached("SELECT partition, next_offset FROM checkpoints")?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, i64>(1)? as u64)))?;
+            Ok(rows.collect::<Result<BTreeMap<_, _>, _>>()?)
+        })
+        .await
+    }
+
+    async fn known_events(&self, ids: Vec<EventId>) -> Result<HashSet<EventId>, ViewError> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached("SELECT 1 FROM events WHERE id = ?1")?;
+            let mut known = HashSet::new();
+            for id in ids {
+                if stmt.exists([&id.to_bytes()[..]])? {
+                    known.insert(id);
+                }
+            }
+            Ok(known)
+        })
+        .await
+    }
+
+    async fn apply(&self, batch: RowBatch) -> Result<(), ViewError> {
+        let writer = self.writer.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = writer.lock().expect("view writer");
+            write::apply(&mut conn, &batch)
+        })
+        .await
+        .map_err(|e| ViewError::Storage(format!("view writer panicked: {e}")))?
+    }
+
+    async fn run_exists(&self, project: &str, run: &str) -> Result<bool, ViewError> {
+        let (p, r) = (project.to_string(), run.to_string());
+        self.read(move |c| {
+            Ok(c.prepare_cached("SELECT 1 FROM runs WHERE project = ?1 AND run = ?2")?
+                .exists([p, r])?)
+        })
+        .await
+    }
+
+    async fn list_runs(
+        &self,
+        project: &str,
+        after: Option<(i64, String)>,
+        limit: usize,
+    ) -> Result<Vec<RunRow>, ViewError> {
+        let p = project.to_string();
+        self.read(move |c| read::list_runs(c, &p, after, limit)).await
+    }
+
+    async fn get_run(&self, project: &str, run: &str) -> Result<Option<RunDetail>, ViewError> {
+        let (p, r) = (project.to_string(), run.to_string());
+        self.read(move |c| read::get_run(c, &p, &r)).await
+    }
+
+    async fn read_points(&self, key: &SeriesKey, from: i64, to: i64, limit: usize) -> Result<Vec<PointRow>, ViewError> {
+        let key = key.clone();
+        self.read(move |c| match read::series_id(c, &key, "float")? {
+            Some(id) => read::points(c, id, from, to, limit),
+            None => Ok(Vec::new()),
+        })
+        .await
+    }
+
+    async fn read_lines(&self, key: &SeriesKey, from: i64, to: i64, limit: usize) -> Result<Vec<LineRow>, ViewError> {
+        let key = key.clone();
+        self.read(move |c| match read::series_id(c, &key, "string")? {
+            Some(id) => read::lines(c, id, from, to, limit),
+            None => Ok(Vec::new()),
+        })
+        .await
+    }
+
+    async fn read_buckets(
+        &self,
+        key: &SeriesKey,
+        from: i64,
+        to: i64,
+        buckets: usize,
+    ) -> Result<Vec<Bucket>, ViewError> {
+        let key = key.clone();
+        self.read(move |c| match read::series_id(c, &key, "float")? {
+            Some(id) => read::buckets(c, id, from, to, buckets),
+            None => Ok(Vec::new()),
+        })
+        .await
+    }
+
+    async fn get_file(
+        &self,
+        project: &str,
+        run: &str,
+        path: &str,
+        step: Option<i64>,
+    ) -> Result<Option<FileRow>, ViewError> {
+        let (p, r, f) = (project.to_string(), run.to_string(), path.to_string());
+        self.read(move |c| read::file(c, &p, &r, &f, step)).await
+    }
+
+    async fn run_events(
+        &self,
+        project: &str,
+        run: &str,
+        after: Option<(u32, u64, u32)>,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, ViewError> {
+        let (p, r) = (project.to_string(), run.to_string());
+        self.read(move |c| read::events(c, &p, &r, after, limit)).await
+    }
+
+    async fn dump(&self) -> Result<String, ViewError> {
+        self.read(read::dump).await
+    }
+}

@@ -1,0 +1,389 @@
+//! Reads for ingest and the query service, and the canonical dump.
+
+use std::fmt::Write as _;
+
+use runstream_schema::{ArtifactKind, Direction, EventId, Value};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::write::{AGG_COLUMNS, read_aggs, real};
+use crate::rollup::{self, Agg, LEVELS};
+use crate::*;
+
+const RUN_COLUMNS: &str = "run, name, experiment, parent_run, description, owner, state, state_message, \
+                           created_ms, updated_ms, finished_ms, heartbeat_ms, deleted";
+
+fn run_row(r: &Row<'_>) -> rusqlite::Result<RunRow> {
+    Ok(RunRow {
+        run: r.get(0)?,
+        name: r.get(1)?,
+        experiment: r.get(2)?,
+        parent_run: r.get(3)?,
+        description: r.get(4)?,
+        owner: r.get(5)?,
+        state: r.get(6)?,
+        state_message: r.get(7)?,
+        created_ms: r.get(8)?,
+        updated_ms: r.get(9)?,
+        finished_ms: r.get(10)?,
+        heartbeat_ms: r.get(11)?,
+        deleted: r.get(12)?,
+    })
+}
+
+pub(super) fn list_runs(
+    c: &Connection,
+    project: &str,
+    after: Option<(i64, String)>,
+    limit: usize,
+) -> Result<Vec<RunRow>, ViewError> {
+    let rows = match after {
+        None => {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {RUN_COLUMNS} FROM runs WHERE project = ?1 ORDER BY created_ms DESC, run LIMIT ?2"
+            ))?;
+            stmt.query_map(params![project, limit as i64], run_row)?
+                .collect::<Result<Vec<_>, _>>()?
+        }
+        Some((created, run)) => {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {RUN_COLUMNS} FROM runs WHERE project = ?1
+                 AND (created_ms < ?2 OR (created_ms = ?2 AND run > ?3))
+                 ORDER BY created_ms DESC, run LIMIT ?4"
+            ))?;
+            stmt.query_map(params![project, created, run, limit as i64], run_row)?
+                .collect::<Result<Vec<_>, _>>()?
+        }
+    };
+    Ok(rows)
+}
+
+pub(super) fn value_from_columns(
+    t: &str,
+    i: Option<i64>,
+    f: Option<f64>,
+    s: Option<String>,
+) -> Result<Value, ViewError> {
+    let missing = || ViewError::Corrupt(format!("attribute of type {t} lacks its value"));
+    Ok(match t {
+        "int" => Value::Int(i.ok_or_else(missing)?),
+        "float" => Value::Float(real(f)),
+        "bool" => Value::Bool(i.ok_or_else(missing)? != 0),
+        "string" => Value::String(s.ok_or_else(missing)?),
+        "datetime" => Value::Datetime(i.ok_or_else(missing)?),
+        "string_set" => {
+            let s = s.ok_or_else(missing)?;
+            Value::StringSet(if s.is_empty() {
+                Vec::new()
+            } else {
+                s.split('\u{1f}').map(String::from).collect()
+            })
+        }
+        other => return Err(ViewError::Corrupt(format!("unknown attribute type {other:?}"))),
+    })
+}
+
+pub(super) fn get_run(c: &Connection, project: &str, run: &str) -> Result<Option<RunDetail>, ViewError> {
+    let Some(row) = c
+        .prepare_cached(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE project = ?1 AND run = ?2"
+        ))?
+        .query_row(params![project, run], run_row)
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    let mut attributes = Vec::new();
+    {
+        let mut stmt = c.prepare_cached(
+            "SELECT path, type, i, f, s FROM attributes WHERE project = ?1 AND run = ?2 ORDER BY path",
+        )?;
+        let mut rows = stmt.query(params![project, run])?;
+        while let Some(r) = rows.next()? {
+            let t: String = r.get(1)?;
+            attributes.push((r.get(0)?, value_from_columns(&t, r.get(2)?, r.get(3)?, r.get(4)?)?));
+        }
+    }
+    let tags = c
+        .prepare_cached("SELECT tag FROM tags WHERE project = ?1 AND run = ?2 ORDER BY tag")?
+        .query_map(params![project, run], |r| r.get(0))?
+        .collect::<Result<Vec<String>, _>>()?;
+    let series = c
+        .prepare_cached(
+            "SELECT path, kind, count, first_step, last_step, last_value, min, max, sum, n_values, last_time_ms
+             FROM series WHERE project = ?1 AND run = ?2 ORDER BY path, kind",
+        )?
+        .query_map(params![project, run], |r| {
+            let kind: String = r.get(1)?;
+            let n_values: i64 = r.get(9)?;
+            let sum: Option<f64> = r.get(8)?;
+            let float = kind == "float";
+            Ok(SeriesSummary {
+                path: r.get(0)?,
+                count: r.get::<_, i64>(2)? as u64,
+                first_step: r.get(3)?,
+                last_step: r.get(4)?,
+                last_value: float.then(|| real(r.get(5).ok().flatten())),
+                min: r.get(6)?,
+                max: r.get(7)?,
+                mean: (float && n_values > 0).then(|| real(sum) / n_values as f64),
+                last_time_ms: r.get(10)?,
+                kind,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let files = c
+        .prepare_cached(
+            "SELECT path, step, blob_key, size, sha256, media_type, time_ms FROM files
+             WHERE project = ?1 AND run = ?2 ORDER BY path, step",
+        )?
+        .query_map(params![project, run], |r| file_row(r, project, run))?
+        .collect::<Result<Vec<_>, _>>()?;
+    let lineage = c
+        .prepare_cached(
+            "SELECT direction, kind, name, version, digest, uri, time_ms FROM lineage
+             WHERE project = ?1 AND run = ?2 ORDER BY direction, kind, name, version",
+        )?
+        .query_map(params![project, run], |r| {
+            let d: String = r.get(0)?;
+            let k: String = r.get(1)?;
+            Ok(LineageRow {
+                project: project.to_string(),
+                run: run.to_string(),
+                direction: Direction::parse(&d).unwrap_or(Direction::Input),
+                kind: ArtifactKind::parse(&k).unwrap_or(ArtifactKind::Other),
+                name: r.get(2)?,
+                version: r.get(3)?,
+                digest: r.get(4)?,
+                uri: r.get(5)?,
+                time_ms: r.get(6)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(RunDetail {
+        run: row,
+        attributes,
+        tags,
+        series,
+        files,
+        lineage,
+    }))
+}
+
+fn file_row(r: &Row<'_>, project: &str, run: &str) -> rusqlite::Result<FileRow> {
+    let step: i64 = r.get(1)?;
+    Ok(FileRow {
+        project: project.to_string(),
+        run: run.to_string(),
+        path: r.get(0)?,
+        step: (step >= 0).then_some(step),
+        blob_key: r.get(2)?,
+        size: r.get::<_, i64>(3)? as u64,
+        sha256: r.get(4)?,
+        media_type: r.get(5)?,
+        time_ms: r.get(6)?,
+    })
+}
+
+pub(super) fn file(
+    c: &Connection,
+    project: &str,
+    run: &str,
+    path: &str,
+    step: Option<i64>,
+) -> Result<Option<FileRow>, ViewError> {
+    Ok(c.prepare_cached(
+        "SELECT path, step, blob_key, size, sha256, media_type, time_ms FROM files
+         WHERE project = ?1 AND run = ?2 AND path = ?3 AND step = ?4",
+    )?
+    .query_row(params![project, run, path, step.unwrap_or(-1)], |r| {
+        file_row(r, project, run)
+    })
+    .optional()?)
+}
+
+pub(super) fn series_id(c: &Connection, key: &SeriesKey, kind: &str) -> Result<Option<i64>, ViewError> {
+    Ok(
+        c.prepare_cached("SELECT id FROM series WHERE project = ?1 AND run = ?2 AND path = ?3 AND kind = ?4")?
+            .query_row(params![key.project, key.run, key.path, kind], |r| r.get(0))
+            .optional()?,
+    )
+}
+
+pub(super) fn points(c: &Connection, id: i64, from: i64, to: i64, limit: usize) -> Result<Vec<PointRow>, ViewError> {
+    let mut stmt = c.prepare_cached(
+        "SELECT step, time_ms, value FROM points WHERE series = ?1 AND step BETWEEN ?2 AND ?3 ORDER BY step LIMIT ?4",
+    )?;
+    let rows = stmt.query_map(params![id, from, to, limit as i64], |r| {
+        Ok(PointRow {
+            step: r.get(0)?,
+            time_ms: r.get(1)?,
+            value: real(r.get(2)?),
+        })
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+pub(super) fn lines(c: &Connection, id: i64, from: i64, to: i64, limit: usize) -> Result<Vec<LineRow>, ViewError> {
+    let mut stmt = c.prepare_cached(
+        "SELECT step, time_ms, line FROM lines WHERE series = ?1 AND step BETWEEN ?2 AND ?3 ORDER BY step LIMIT ?4",
+    )?;
+    let rows = stmt.query_map(params![id, from, to, limit as i64], |r| {
+        Ok(LineRow {
+            step: r.get(0)?,
+            time_ms: r.get(1)?,
+            line: r.get(2)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+fn raw_aggs(c: &Connection, id: i64, from: i64, to: i64) -> Result<Vec<Agg>, ViewError> {
+    Ok(points(c, id, from, to, usize::MAX >> 1)?
+        .into_iter()
+        .map(|p| {
+            let mut a = Agg::EMPTY;
+            a.add(p.step, p.time_ms, p.value);
+            a
+        })
+        .collect())
+}
+
+/// Buckets over `from..=to`: whole rollup buckets inside the range from the rollups, the partial
+/// buckets at either edge from raw points, so the answer is exact for any range.
+pub(super) fn buckets(c: &Connection, id: i64, from: i64, to: i64, n: usize) -> Result<Vec<Bucket>, ViewError> {
+    if from > to {
+        return Ok(Vec::new());
+    }
+    let Some(level) = rollup::choose_level(from, to, n) else {
+        return Ok(rollup::regroup(from, to, n, raw_aggs(c, id, from, to)?));
+    };
+    let shift = LEVELS[level];
+    let first_full = if from & ((1 << shift) - 1) == 0 {
+        from >> shift
+    } else {
+        (from >> shift) + 1
+    };
+    let last_full = if to == i64::MAX || (to + 1) & ((1 << shift) - 1) == 0 {
+        to >> shift
+    } else {
+        (to >> shift) - 1
+    };
+    let mut parts: Vec<Agg> = Vec::new();
+    if first_full > last_full {
+        parts = raw_aggs(c, id, from, to)?;
+    } else {
+        let (full_from, _) = rollup::bucket_range(level, first_full);
+        let (_, full_to) = rollup::bucket_range(level, last_full);
+        if full_from > from {
+            parts.extend(raw_aggs(c, id, from, full_from - 1)?);
+        }
+        parts.extend(
+            read_aggs(c, id, level, first_full, last_full)?
+                .into_iter()
+                .map(|(_, a)| a),
+        );
+        if full_to < to {
+            parts.extend(raw_aggs(c, id, full_to + 1, to)?);
+        }
+    }
+    Ok(rollup::regroup(from, to, n, parts))
+}
+
+pub(super) fn events(
+    c: &Connection,
+    project: &str,
+    run: &str,
+    after: Option<(u32, u64, u32)>,
+    limit: usize,
+) -> Result<Vec<StoredEvent>, ViewError> {
+    let (p, o, s) = after.map_or((-1i64, -1i64, -1i64), |(p, o, s)| (p.into(), o as i64, s.into()));
+    let mut stmt = c.prepare_cached(
+        "SELECT id, partition, offset, seq, kind, payload FROM events
+         WHERE project = ?1 AND run = ?2 AND (partition, offset, seq) > (?3, ?4, ?5)
+         ORDER BY partition, offset, seq LIMIT ?6",
+    )?;
+    let rows = stmt.query_map(params![project, run, p, o, s, limit as i64], |r| {
+        let id: Vec<u8> = r.get(0)?;
+        Ok((
+            id,
+            r.get::<_, u32>(1)?,
+            r.get::<_, i64>(2)?,
+            r.get::<_, u32>(3)?,
+            r.get::<_, String>(4)?,
+            r.get(5)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, partition, offset, seq, kind, payload) = row?;
+        out.push(StoredEvent {
+            project: project.to_string(),
+            run: run.to_string(),
+            id: EventId::from_bytes(&id).map_err(|e| ViewError::Corrupt(e.to_string()))?,
+            partition,
+            offset: offset as u64,
+            seq,
+            kind,
+            payload,
+        });
+    }
+    Ok(out)
+}
+
+/// Every view as sorted text lines. Series are named by (project, run, path, kind), never by
+/// their internal id, so two stores built in different orders compare equal.
+pub(super) fn dump(c: &Connection) -> Result<String, ViewError> {
+    let mut out = String::new();
+    let tables: &[(&str, &str)] = &[
+        ("checkpoints", "SELECT partition, next_offset FROM checkpoints ORDER BY 1"),
+        ("runs", &format!("SELECT project, {RUN_COLUMNS} FROM runs ORDER BY project, run")),
+        ("attributes", "SELECT project, run, path, type, i, f, s FROM attributes ORDER BY 1, 2, 3"),
+        ("tags", "SELECT project, run, tag FROM tags ORDER BY 1, 2, 3"),
+        (
+            "series",
+            "SELECT project, run, path, kind, count, n_values, min, max, sum, first_step, last_step, last_value, last_time_ms
+             FROM series ORDER BY 1, 2, 3, 4",
+        ),
+        (
+            "points",
+            "SELECT s.project, s.run, s.path, p.step, p.time_ms, p.value FROM points p JOIN series s ON s.id = p.series
+             ORDER BY 1, 2, 3, 4",
+        ),
+        (
+            "lines",
+            "SELECT s.project, s.run, s.path, l.step, l.time_ms, l.line FROM lines l JOIN series s ON s.id = l.series
+             ORDER BY 1, 2, 3, 4",
+        ),
+        (
+            "rollups",
+            &format!(
+                "SELECT s.project, s.run, s.path, r.level, r.bucket, {} FROM rollups r JOIN series s ON s.id = r.series
+                 ORDER BY 1, 2, 3, 4, 5",
+                AGG_COLUMNS.split(", ").map(|c| format!("r.{c}")).collect::<Vec<_>>().join(", ")
+            ),
+        ),
+        ("files", "SELECT * FROM files ORDER BY 1, 2, 3, 4"),
+        ("lineage", "SELECT * FROM lineage ORDER BY 1, 2, 3, 4, 5, 6"),
+        ("events", "SELECT hex(id), project, run, partition, offset, seq, kind, hex(payload) FROM events ORDER BY 4, 5, 6"),
+    ];
+    for (name, sql) in tables {
+        let mut stmt = c.prepare(sql)?;
+        let cols = stmt.column_count();
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            out.push_str(name);
+            for i in 0..cols {
+                out.push('\t');
+                match r.get_ref(i)? {
+                    rusqlite::types::ValueRef::Null => out.push_str("NULL"),
+                    rusqlite::types::ValueRef::Integer(v) => write!(out, "{v}").expect("write to string"),
+                    rusqlite::types::ValueRef::Real(v) => write!(out, "{v:?}").expect("write to string"),
+                    rusqlite::types::ValueRef::Text(t) => out.push_str(&String::from_utf8_lossy(t)),
+                    rusqlite::types::ValueRef::Blob(b) => write!(out, "blob:{}", b.len()).expect("write to string"),
+                }
+            }
+            out.push('\n');
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,390 @@
+//! One flush: every row of a batch, the rollups it dirties and its checkpoint, in one transaction.
+
+use std::collections::{BTreeSet, HashMap};
+
+use runstream_schema::Value;
+use rusqlite::{Connection, Transaction, params};
+
+use crate::rollup::{self, Agg, LEVELS};
+use crate::*;
+
+pub(super) fn apply(conn: &mut Connection, batch: &RowBatch) -> Result<(), ViewError> {
+    let tx = conn.transaction()?;
+    write_events(&tx, &batch.events)?;
+    for patch in &batch.runs {
+        write_run(&tx, patch)?;
+    }
+    write_attributes(&tx, &batch.attributes)?;
+    write_tags(&tx, &batch.tags)?;
+    let mut ids = SeriesIds::default();
+    for s in &batch.float_series {
+        let id = ids.get(&tx, &s.key, "float")?;
+        write_points(&tx, id, s)?;
+        update_rollups(&tx, id, &s.steps)?;
+        update_float_summary(&tx, id)?;
+    }
+    for s in &batch.string_series {
+        let id = ids.get(&tx, &s.key, "string")?;
+        write_lines(&tx, id, s)?;
+    }
+    write_files(&tx, &batch.files)?;
+    write_lineage(&tx, &batch.lineage)?;
+    {
+        let mut stmt = tx.prepare_cached(
+            "INSERT INTO checkpoints (partition, next_offset) VALUES (?1, ?2)
+             ON CONFLICT (partition) DO UPDATE SET next_offset = MAX(next_offset, excluded.next_offset)",
+        )?;
+        for (p, o) in &batch.checkpoint {
+            stmt.execute(params![p, *o as i64])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn write_events(tx: &Transaction, events: &[StoredEvent]) -> Result<(), ViewError> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT OR IGNORE INTO events (id, project, run, partition, offset, seq, kind, payload)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?;
+    for e in events {
+        stmt.execute(params![
+            &e.id.to_bytes()[..],
+            e.project,
+            e.run,
+            e.partition,
+            e.offset as i64,
+            e.seq,
+            e.kind,
+            e.payload
+        ])?;
+    }
+    Ok(())
+}
+
+fn write_run(tx: &Transaction, p: &RunPatch) -> Result<(), ViewError> {
+    let created_ms = p.created.as_ref().map_or(p.updated_ms, |c| c.created_ms);
+    tx.prepare_cached(
+        "INSERT INTO runs (project, run, created_ms, updated_ms) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (project, run) DO UPDATE SET updated_ms = MAX(updated_ms, excluded.updated_ms)",
+    )?
+    .execute(params![p.project, p.run, created_ms, p.updated_ms])?;
+    if let Some(c) = &p.created {
+        tx.prepare_cached(
+            "UPDATE runs SET name = ?3, experiment = ?4, parent_run = ?5, description = ?6, owner = ?7,
+             created_ms = ?8 WHERE project = ?1 AND run = ?2",
+        )?
+        .execute(params![
+            p.project,
+            p.run,
+            c.name,
+            c.experiment,
+            c.parent_run,
+            c.description,
+            c.owner,
+            c.created_ms
+        ])?;
+    }
+    if let Some((state, message, at)) = &p.state {
+        let finished = state.is_terminal().then_some(*at);
+        tx.prepare_cached(
+            "UPDATE runs SET state = ?3, state_message = ?4, finished_ms = ?5 WHERE project = ?1 AND run = ?2",
+        )?
+        .execute(params![p.project, p.run, state.as_str(), message, finished])?;
+    }
+    if let Some(h) = p.heartbeat_ms {
+        tx.prepare_cached(
+            "UPDATE runs SET heartbeat_ms = MAX(COALESCE(heartbeat_ms, 0), ?3) WHERE project = ?1 AND run = ?2",
+        )?
+        .execute(params![p.project, p.run, h])?;
+    }
+    if let Some(d) = p.deleted {
+        tx.prepare_cached("UPDATE runs SET deleted = ?3 WHERE project = ?1 AND run = ?2")?
+            .execute(params![p.project, p.run, d])?;
+    }
+    Ok(())
+}
+
+/// Splits a typed value over the (type, i, f, s) columns.
+pub(super) fn value_columns(v: &Value) -> (&'static str, Option<i64>, Option<f64>, Option<String>) {
+    match v {
+        Value::Int(i) => ("int", Some(*i), None, None),
+        Value::Float(f) => ("float", None, Some(*f), None),
+        Value::Bool(b) => ("bool", Some(i64::from(*b)), None, None),
+        Value::String(s) => ("string", None, None, Some(s.clone())),
+        Value::Datetime(t) => ("datetime", Some(*t), None, None),
+        Value::StringSet(s) => ("string_set", None, None, Some(s.join("\u{1f}"))),
+    }
+}
+
+fn write_attributes(tx: &Transaction, rows: &[AttrRow]) -> Result<(), ViewError> {
+    let mut upsert = tx.prepare_cached(
+        "INSERT INTO attributes (project, run, path, type, i, f, s) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (project, run, path) DO UPDATE SET type = excluded.type, i = excluded.i, f = excluded.f, s = excluded.s",
+    )?;
+    let mut delete = tx.prepare_cached("DELETE FROM attributes WHERE project = ?1 AND run = ?2 AND path = ?3")?;
+    for r in rows {
+        match &r.value {
+            Some(v) => {
+                let (t, i, f, s) = value_columns(v);
+                upsert.execute(params![r.project, r.run, r.path, t, i, f, s])?;
+            }
+            None => {
+                delete.execute(params![r.project, r.run, r.path])?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn write_tags(tx: &Transaction, rows: &[TagRow]) -> Result<(), ViewError> {
+    let mut add = tx.prepare_cached("INSERT OR IGNORE INTO tags (project, run, tag) VALUES (?1, ?2, ?3)")?;
+    let mut del = tx.prepare_cached("DELETE FROM tags WHERE project = ?1 AND run = ?2 AND tag = ?3")?;
+    for r in rows {
+        if r.present {
+            add.execute(params![r.project, r.run, r.tag])?;
+        } else {
+            del.execute(params![r.project, r.run, r.tag])?;
+        }
+    }
+    Ok(())
+}
+
+#[derive(Default)]
+struct SeriesIds(HashMap<(SeriesKey, &'static str), i64>);
+
+impl SeriesIds {
+    fn get(&mut self, tx: &Transaction, key: &SeriesKey, kind: &'static str) -> Result<i64, ViewError> {
+        if let Some(id) = self.0.get(&(key.clone(), kind)) {
+            return Ok(*id);
+        }
+        tx.prepare_cached("INSERT OR IGNORE INTO series (project, run, path, kind) VALUES (?1, ?2, ?3, ?4)")?
+            .execute(params![key.project, key.run, key.path, kind])?;
+        let id: i64 = tx
+            .prepare_cached("SELECT id FROM series WHERE project = ?1 AND run = ?2 AND path = ?3 AND kind = ?4")?
+            .query_row(params![key.project, key.run, key.path, kind], |r| r.get(0))?;
+        self.0.insert((key.clone(), kind), id);
+        Ok(id)
+    }
+}
+
+fn write_points(tx: &Transaction, id: i64, s: &FloatSeriesRows) -> Result<(), ViewError> {
+    let mut stmt =
+        tx.prepare_cached("INSERT OR REPLACE INTO points (series, step, time_ms, value) VALUES (?1, ?2, ?3, ?4)")?;
+    for i in 0..s.steps.len() {
+        stmt.execute(params![id, s.steps[i], s.times_ms[i], s.values[i]])?;
+    }
+    Ok(())
+}
+
+fn write_lines(tx: &Transaction, id: i64, s: &StringSeriesRows) -> Result<(), ViewError> {
+    {
+        let mut stmt =
+            tx.prepare_cached("INSERT OR REPLACE INTO lines (series, step, time_ms, line) VALUES (?1, ?2, ?3, ?4)")?;
+        for i in 0..s.steps.len() {
+            stmt.execute(params![id, s.steps[i], s.times_ms[i], s.lines[i]])?;
+        }
+    }
+    tx.prepare_cached(
+        "UPDATE series SET (count, first_step, last_step, last_time_ms) =
+           (SELECT COUNT(*), MIN(step), MAX(step), (SELECT time_ms FROM lines WHERE series = ?1 ORDER BY step DESC LIMIT 1)
+            FROM lines WHERE series = ?1)
+         WHERE id = ?1",
+    )?
+    .execute([id])?;
+    Ok(())
+}
+
+pub(super) fn real(v: Option<f64>) -> f64 {
+    v.unwrap_or(f64::NAN)
+}
+
+fn agg_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Agg> {
+    Ok(Agg {
+        count: r.get::<_, i64>(0)? as u64,
+        n_values: r.get::<_, i64>(1)? as u64,
+        min: real(r.get(2)?),
+        max: real(r.get(3)?),
+        sum: real(r.get(4)?),
+        first_step: r.get(5)?,
+        last_step: r.get(6)?,
+        last_value: real(r.get(7)?),
+        last_time_ms: r.get(8)?,
+    })
+}
+
+pub(super) const AGG_COLUMNS: &str = "count, n_values, min, max, sum, first_step, last_step, last_value, last_time_ms";
+
+pub(super) fn read_aggs(
+    conn: &Connection,
+    series: i64,
+    level: usize,
+    from_bucket: i64,
+    to_bucket: i64,
+) -> Result<Vec<(i64, Agg)>, ViewError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {AGG_COLUMNS}, bucket FROM rollups WHERE series = ?1 AND level = ?2 AND bucket BETWEEN ?3 AND ?4 ORDER BY bucket"
+    ))?;
+    let rows = stmt.query_map(params![series, level as i64, from_bucket, to_bucket], |r| {
+        Ok((r.get::<_, i64>(9)?, agg_from_row(r)?))
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Recomputes the rollup buckets that `steps` fall in: level 0 from raw points, each coarser
+/// level from the one below it. Recomputing (rather than adding) keeps them right when a step
+/// is written twice with different values.
+fn update_rollups(tx: &Transaction, id: i64, steps: &[i64]) -> Result<(), ViewError> {
+    let dirty = rollup::dirty_buckets(steps);
+    let mut put = tx.prepare_cached(&format!(
+        "INSERT OR REPLACE INTO rollups (series, level, bucket, {AGG_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+    ))?;
+    let mut write = |level: usize, bucket: i64, a: &Agg| -> Result<(), ViewError> {
+        put.execute(params![
+            id,
+            level as i64,
+            bucket,
+            a.count as i64,
+            a.n_values as i64,
+            a.min,
+            a.max,
+            a.sum,
+            a.first_step,
+            a.last_step,
+            a.last_value,
+            a.last_time_ms
+        ])?;
+        Ok(())
+    };
+    // Level 0: read each run of consecutive dirty buckets with one range scan.
+    let mut pts = tx.prepare_cached(
+        "SELECT step, time_ms, value FROM points WHERE series = ?1 AND step BETWEEN ?2 AND ?3 ORDER BY step",
+    )?;
+    for (lo, hi) in runs_of(&dirty[0]) {
+        let (from, _) = rollup::bucket_range(0, lo);
+        let (_, to) = rollup::bucket_range(0, hi);
+        let mut current: Option<(i64, Agg)> = None;
+        let mut rows = pts.query(params![id, from, to])?;
+        while let Some(r) = rows.next()? {
+            let step: i64 = r.get(0)?;
+            let b = step >> LEVELS[0];
+            match &mut current {
+                Some((cb, agg)) if *cb == b => agg.add(step, r.get(1)?, real(r.get(2)?)),
+                _ => {
+                    if let Some((cb, agg)) = current.take() {
+                        write(0, cb, &agg)?;
+                    }
+                    let mut agg = Agg::EMPTY;
+                    agg.add(step, r.get(1)?, real(r.get(2)?));
+                    current = Some((b, agg));
+                }
+            }
+        }
+        if let Some((cb, agg)) = current {
+            write(0, cb, &agg)?;
+        }
+    }
+    for level in 1..LEVELS.len() {
+        let d = LEVELS[level] - LEVELS[level - 1];
+        for (lo, hi) in runs_of(&dirty[level]) {
+            let finer = read_aggs(tx, id, level - 1, lo << d, ((hi + 1) << d) - 1)?;
+            let mut current: Option<(i64, Agg)> = None;
+            for (fb, agg) in finer {
+                let b = fb >> d;
+                match &mut current {
+                    Some((cb, acc)) if *cb == b => acc.merge(&agg),
+                    _ => {
+                        if let Some((cb, acc)) = current.take() {
+                            write(level, cb, &acc)?;
+                        }
+                        current = Some((b, agg));
+                    }
+                }
+            }
+            if let Some((cb, acc)) = current {
+                write(level, cb, &acc)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Consecutive runs `(first, last)` in a sorted set.
+fn runs_of(set: &BTreeSet<i64>) -> Vec<(i64, i64)> {
+    let mut out: Vec<(i64, i64)> = Vec::new();
+    for &b in set {
+        match out.last_mut() {
+            Some((_, hi)) if *hi + 1 == b => *hi = b,
+            _ => out.push((b, b)),
+        }
+    }
+    out
+}
+
+/// The series row's summary (count, min, max, sum, last) from its coarsest rollup level.
+fn update_float_summary(tx: &Transaction, id: i64) -> Result<(), ViewError> {
+    let top = LEVELS.len() - 1;
+    let mut total = Agg::EMPTY;
+    for (_, a) in read_aggs(tx, id, top, i64::MIN, i64::MAX)? {
+        total.merge(&a);
+    }
+    tx.prepare_cached(
+        "UPDATE series SET count = ?2, n_values = ?3, min = ?4, max = ?5, sum = ?6, first_step = ?7,
+         last_step = ?8, last_value = ?9, last_time_ms = ?10 WHERE id = ?1",
+    )?
+    .execute(params![
+        id,
+        total.count as i64,
+        total.n_values as i64,
+        total.min_opt(),
+        total.max_opt(),
+        total.sum,
+        total.first_step,
+        total.last_step,
+        total.last_value,
+        total.last_time_ms
+    ])?;
+    Ok(())
+}
+
+fn write_files(tx: &Transaction, rows: &[FileRow]) -> Result<(), ViewError> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT OR REPLACE INTO files (project, run, path, step, blob_key, size, sha256, media_type, time_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?;
+    for f in rows {
+        stmt.execute(params![
+            f.project,
+            f.run,
+            f.path,
+            f.step.unwrap_or(-1),
+            f.blob_key,
+            f.size as i64,
+            f.sha256,
+            f.media_type,
+            f.time_ms
+        ])?;
+    }
+    Ok(())
+}
+
+fn write_lineage(tx: &Transaction, rows: &[LineageRow]) -> Result<(), ViewError> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT OR REPLACE INTO lineage (project, run, direction, kind, name, version, digest, uri, time_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?;
+    for l in rows {
+        stmt.execute(params![
+            l.project,
+            l.run,
+            l.direction.as_str(),
+            l.kind.as_str(),
+            l.name,
+            l.version,
+            l.digest,
+            l.uri,
+            l.time_ms
+        ])?;
+    }
+    Ok(())
+}
