@@ -92,7 +92,10 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .merge(runstream_ingest::router(ingest))
-        .merge(runstream_query::router(query));
+        .merge(runstream_query::router(query))
+        .fallback(|method: axum::http::Method, uri: axum::http::Uri| async move {
+            runstream_http::ApiError::not_found(format!("no route for {method} {}", uri.path()))
+        });
 
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await

@@ -92,6 +92,12 @@ impl IntoResponse for ApiError {
             "error": { "code": self.code, "message": self.message, "field": self.field }
         });
         let mut resp = (self.status, axum::Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"runstream\""),
+            );
+        }
         if let Some(s) = self.retry_after_s {
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
@@ -142,11 +148,13 @@ impl From<AuthError> for ApiError {
 /// Parses a JSON body, naming the field at fault (`events[2].float_points.values[7]`).
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(body);
-    let value = serde_path_to_error::deserialize(de).map_err(|e| {
+    let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         let field = if path == "." { "body".to_string() } else { path };
         ApiError::invalid(field, format!("{inner}"))
     })?;
+    de.end()
+        .map_err(|e| ApiError::invalid("body", format!("unexpected data after the JSON value: {e}")))?;
     Ok(value)
 }

@@ -4,8 +4,10 @@
 
 mod auth;
 mod error;
+mod extract;
 mod position;
 
 pub use auth::{Authenticated, RegistryState};
 pub use error::{ApiError, parse_json};
+pub use extract::UrlPath;
 pub use position::PositionToken;

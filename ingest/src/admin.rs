@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use rand::RngCore;
-use runstream_http::{ApiError, Authenticated, parse_json};
+use runstream_http::{ApiError, Authenticated, UrlPath, parse_json};
 use runstream_log::{AppendRecord, EventLog, LogError};
 use runstream_schema::{EventId, Grant, ProjectId, RegistryBody, RegistryEvent, Role, WorkspaceId, encode_registry};
 use runstream_views::registry::{Registry, token_digest};
@@ -157,8 +157,8 @@ pub(crate) async fn issue_token(
 
 pub(crate) async fn revoke_token(
     State(st): State<IngestState>,
-    Path(token_id): Path<String>,
     Authenticated(p): Authenticated,
+    UrlPath(token_id): UrlPath<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let same_workspace = st.registry.token_workspace(&token_id).is_some_and(|w| w == p.workspace);
     if !same_workspace {

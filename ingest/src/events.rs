@@ -4,9 +4,9 @@ use std::collections::{HashMap, HashSet};
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, header};
-use runstream_http::{ApiError, Authenticated, PositionToken, parse_json};
+use runstream_http::{ApiError, Authenticated, PositionToken, UrlPath, parse_json};
 use runstream_log::AppendRecord;
 use runstream_schema::json::{BatchJson, IngestContext};
 use runstream_schema::{Body as EventBody, Event, EventId, ProjectId, Role, WireBatch, encode_batch};
@@ -26,8 +26,8 @@ pub struct AppendResponse {
 
 pub(crate) async fn append_events(
     State(st): State<IngestState>,
-    Path(project): Path<String>,
     Authenticated(principal): Authenticated,
+    UrlPath(project): UrlPath<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<AppendResponse>, ApiError> {
@@ -51,6 +51,14 @@ pub(crate) async fn append_events(
         }
         Kind::Protobuf => WireBatch::decode(&bytes)?.into_events(&ctx)?,
     };
+    // A file event may only name a blob this deployment stored for this project, so clients
+    // cannot write them directly: the upload endpoint stores the blob and writes the event.
+    if let Some(i) = events.iter().position(|e| matches!(e.body, EventBody::File(_))) {
+        return Err(ApiError::invalid(
+            format!("events[{i}].file"),
+            "file events are written by the upload endpoint (PUT /api/v1/projects/{project}/runs/{run}/files/{path})",
+        ));
+    }
     append(&st, &project, events).await.map(Json)
 }
 
@@ -65,7 +73,7 @@ fn content_kind(headers: &HeaderMap) -> Result<Kind, ApiError> {
     };
     let ct = ct
         .to_str()
-        .unwrap_or("")
+        .map_err(|_| ApiError::unsupported_media_type("content type is not visible ASCII"))?
         .split(';')
         .next()
         .unwrap_or("")
@@ -194,7 +202,7 @@ pub(crate) async fn ensure_runs_exist(
             continue;
         }
         let key = (project_key.to_string(), run.to_string());
-        if st.known_runs.contains(&key) || st.views.run_exists(project_key, run).await? {
+        if st.known_runs.contains(&key) || run_exists_in_log(st, project_key, run).await? {
             st.known_runs.insert(key);
             ok.insert(run);
             continue;
@@ -205,3 +213,36 @@ pub(crate) async fn ensure_runs_exist(
     }
     Ok(())
 }
+
+/// Whether a run exists, as of everything in the log when asked: the views may trail the log
+/// (just after a restart, say), so on a miss wait, bounded, until they have applied the run's
+/// partition up to its current end, then look again.
+async fn run_exists_in_log(st: &IngestState, project_key: &str, run: &str) -> Result<bool, ApiError> {
+    if st.views.run_exists(project_key, run).await? {
+        return Ok(true);
+    }
+    let partition = runstream_log::partition_for(&format!("{project_key}/{run}"), st.log.partitions());
+    let end = st
+        .log
+        .end_offsets()
+        .await?
+        .get(partition as usize)
+        .copied()
+        .unwrap_or(0);
+    let deadline = std::time::Instant::now() + RUN_LOOKUP_WAIT;
+    loop {
+        let applied = st.views.checkpoint().await?.get(&partition).copied().unwrap_or(0);
+        if applied >= end {
+            return Ok(st.views.run_exists(project_key, run).await?);
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(ApiError::unavailable(
+                format!("views are catching up with the log; cannot yet tell whether run {run:?} exists"),
+                1,
+            ));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+const RUN_LOOKUP_WAIT: std::time::Duration = std::time::Duration::from_secs(10);

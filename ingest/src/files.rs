@@ -8,12 +8,12 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, header};
 use futures::StreamExt;
 use object_store::WriteMultipart;
 use object_store::path::Path as ObjectPath;
-use runstream_http::{ApiError, Authenticated};
+use runstream_http::{ApiError, Authenticated, UrlPath};
 use runstream_schema::json::IngestContext;
 use runstream_schema::{Body as EventBody, Event, EventId, FileRef, MAX_STEP, RunId, SCHEMA_VERSION, check_path};
 use serde::Deserialize;
@@ -37,9 +37,9 @@ pub fn blob_key(sha256_hex: &str) -> String {
 
 pub(crate) async fn upload(
     State(st): State<IngestState>,
-    Path((project, run, path)): Path<(String, String, String)>,
-    query: Result<Query<UploadQuery>, axum::extract::rejection::QueryRejection>,
     Authenticated(principal): Authenticated,
+    UrlPath((project, run, path)): UrlPath<(String, String, String)>,
+    query: Result<Query<UploadQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<serde_json::Value>, ApiError> {

@@ -4,11 +4,11 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use futures::TryStreamExt;
-use runstream_http::{ApiError, Authenticated};
+use runstream_http::{ApiError, Authenticated, UrlPath};
 use runstream_schema::json::{EventJson, JsonF64, value_to_json};
 use runstream_schema::{Role, decode_batch, project_key};
 use runstream_views::RunRow;
@@ -60,8 +60,8 @@ struct RunsPage {
 
 pub(crate) async fn list_runs(
     State(st): State<QueryState>,
-    Path(project): Path<String>,
     Authenticated(p): Authenticated,
+    UrlPath(project): UrlPath<String>,
     q: Result<Query<ListRuns>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let project = st.registry.authorize(&p, &project, Role::Viewer)?;
@@ -98,8 +98,8 @@ pub(crate) struct ReadOpts {
 
 pub(crate) async fn get_run(
     State(st): State<QueryState>,
-    Path((project, run)): Path<(String, String)>,
     Authenticated(p): Authenticated,
+    UrlPath((project, run)): UrlPath<(String, String)>,
     q: Result<Query<ReadOpts>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let project = st.registry.authorize(&p, &project, Role::Viewer)?;
@@ -158,8 +158,8 @@ pub(crate) struct EventsQuery {
 
 pub(crate) async fn run_events(
     State(st): State<QueryState>,
-    Path((project, run)): Path<(String, String)>,
     Authenticated(p): Authenticated,
+    UrlPath((project, run)): UrlPath<(String, String)>,
     q: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let project = st.registry.authorize(&p, &project, Role::Viewer)?;
@@ -213,8 +213,8 @@ pub(crate) struct FileQuery {
 
 pub(crate) async fn download_file(
     State(st): State<QueryState>,
-    Path((project, run, path)): Path<(String, String, String)>,
     Authenticated(p): Authenticated,
+    UrlPath((project, run, path)): UrlPath<(String, String, String)>,
     q: Result<Query<FileQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let project = st.registry.authorize(&p, &project, Role::Viewer)?;

@@ -1,10 +1,10 @@
 //! Series reads: raw points by step range (paged), or summarised into N buckets from rollups.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
-use runstream_http::{ApiError, Authenticated};
+use axum::extract::{Query, State};
+use runstream_http::{ApiError, Authenticated, UrlPath};
 use runstream_schema::json::JsonF64;
-use runstream_schema::{MAX_STEP, Role, project_key};
+use runstream_schema::{MAX_STEP, ProjectId, Role, project_key};
 use runstream_views::SeriesKey;
 use serde::Deserialize;
 
@@ -37,12 +37,11 @@ struct Resolved {
 
 async fn resolve(
     st: &QueryState,
-    project: &str,
+    project: &ProjectId,
     run: String,
     p: &runstream_views::registry::Principal,
     q: &SeriesQuery,
 ) -> Result<Resolved, ApiError> {
-    let project = st.registry.authorize(p, project, Role::Viewer)?;
     wait_for(st.views.as_ref(), q.min_position.as_deref(), q.wait_ms).await?;
     runstream_schema::check_path(&q.path).map_err(|e| ApiError::from(e.within("path")))?;
     let from = q.from_step.unwrap_or(0);
@@ -60,7 +59,7 @@ async fn resolve(
             format!("{limit} is outside 1..={MAX_LIMIT}"),
         ));
     }
-    let pk = project_key(&p.workspace, &project);
+    let pk = project_key(&p.workspace, project);
     if !st.views.run_exists(&pk, &run).await? {
         return Err(ApiError::not_found(format!(
             "run {run:?} does not exist in project {project:?}"
@@ -80,10 +79,11 @@ async fn resolve(
 
 pub(crate) async fn float_series(
     State(st): State<QueryState>,
-    Path((project, run)): Path<(String, String)>,
     Authenticated(p): Authenticated,
+    UrlPath((project, run)): UrlPath<(String, String)>,
     q: Result<Query<SeriesQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let project = st.registry.authorize(&p, &project, Role::Viewer)?;
     let q = query(q)?;
     let r = resolve(&st, &project, run, &p, &q).await?;
     if let Some(n) = q.buckets {
@@ -121,10 +121,11 @@ pub(crate) async fn float_series(
 
 pub(crate) async fn string_series(
     State(st): State<QueryState>,
-    Path((project, run)): Path<(String, String)>,
     Authenticated(p): Authenticated,
+    UrlPath((project, run)): UrlPath<(String, String)>,
     q: Result<Query<SeriesQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let project = st.registry.authorize(&p, &project, Role::Viewer)?;
     let q = query(q)?;
     if q.buckets.is_some() {
         return Err(ApiError::invalid(
