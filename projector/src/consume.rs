@@ -25,6 +25,7 @@ pub struct Consumer {
     /// Next offset to read per partition; empty until positioned from the checkpoint.
     next: Vec<u64>,
     ends: Vec<u64>,
+    first: usize,
 }
 
 impl Consumer {
@@ -34,6 +35,7 @@ impl Consumer {
             config,
             next: Vec::new(),
             ends: Vec::new(),
+            first: 0,
         }
     }
 
@@ -63,7 +65,10 @@ impl Consumer {
         let mut records = Vec::new();
         let mut skipped = Vec::new();
         let mut points = 0usize;
-        for p in 0..self.next.len() {
+        // Start from a different partition each poll, so a busy one cannot starve the rest.
+        let n = self.next.len();
+        self.first = (self.first + 1) % n.max(1);
+        for p in (0..n).map(|i| (self.first + i) % n) {
             if points >= self.config.max_points {
                 break;
             }

@@ -19,6 +19,9 @@ use rusqlite::Connection;
 use crate::*;
 
 /// Migrations, applied in order; index + 1 is the schema version they bring the file to.
+///
+/// Floats: SQLite stores NaN as NULL and -0.0 as 0, so such values also keep their exact bits
+/// (`points.bits`, and `attributes.i` for floats), read back in preference to the REAL column.
 const MIGRATIONS: &[&str] = &[r#"
 CREATE TABLE checkpoints (partition INTEGER PRIMARY KEY, next_offset INTEGER NOT NULL);
 CREATE TABLE runs (
@@ -44,7 +47,7 @@ CREATE TABLE series (
     last_time_ms INTEGER,
     UNIQUE (project, run, path, kind));
 CREATE TABLE points (
-    series INTEGER NOT NULL, step INTEGER NOT NULL, time_ms INTEGER NOT NULL, value REAL,
+    series INTEGER NOT NULL, step INTEGER NOT NULL, time_ms INTEGER NOT NULL, value REAL, bits INTEGER,
     PRIMARY KEY (series, step)) WITHOUT ROWID;
 CREATE TABLE lines (
     series INTEGER NOT NULL, step INTEGER NOT NULL, time_ms INTEGER NOT NULL, line TEXT NOT NULL,

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use runstream_schema::{ArtifactKind, Direction, EventId, Value};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::write::{AGG_COLUMNS, read_aggs, real};
+use super::write::{AGG_COLUMNS, exact, read_aggs, real};
 use crate::rollup::{self, Agg, LEVELS};
 use crate::*;
 
@@ -66,17 +66,15 @@ pub(super) fn value_from_columns(
     let missing = || ViewError::Corrupt(format!("attribute of type {t} lacks its value"));
     Ok(match t {
         "int" => Value::Int(i.ok_or_else(missing)?),
-        "float" => Value::Float(real(f)),
+        "float" => Value::Float(exact(f, i)),
         "bool" => Value::Bool(i.ok_or_else(missing)? != 0),
         "string" => Value::String(s.ok_or_else(missing)?),
         "datetime" => Value::Datetime(i.ok_or_else(missing)?),
         "string_set" => {
             let s = s.ok_or_else(missing)?;
-            Value::StringSet(if s.is_empty() {
-                Vec::new()
-            } else {
-                s.split('\u{1f}').map(String::from).collect()
-            })
+            Value::StringSet(
+                serde_json::from_str(&s).map_err(|e| ViewError::Corrupt(format!("string set {s:?}: {e}")))?,
+            )
         }
         other => return Err(ViewError::Corrupt(format!("unknown attribute type {other:?}"))),
     })
@@ -211,13 +209,13 @@ pub(super) fn series_id(c: &Connection, key: &SeriesKey, kind: &str) -> Result<O
 
 pub(super) fn points(c: &Connection, id: i64, from: i64, to: i64, limit: usize) -> Result<Vec<PointRow>, ViewError> {
     let mut stmt = c.prepare_cached(
-        "SELECT step, time_ms, value FROM points WHERE series = ?1 AND step BETWEEN ?2 AND ?3 ORDER BY step LIMIT ?4",
+        "SELECT step, time_ms, value, bits FROM points WHERE series = ?1 AND step BETWEEN ?2 AND ?3 ORDER BY step LIMIT ?4",
     )?;
     let rows = stmt.query_map(params![id, from, to, limit as i64], |r| {
         Ok(PointRow {
             step: r.get(0)?,
             time_ms: r.get(1)?,
-            value: real(r.get(2)?),
+            value: exact(r.get(2)?, r.get(3)?),
         })
     })?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -251,6 +249,16 @@ fn raw_aggs(c: &Connection, id: i64, from: i64, to: i64) -> Result<Vec<Agg>, Vie
 /// Buckets over `from..=to`: whole rollup buckets inside the range from the rollups, the partial
 /// buckets at either edge from raw points, so the answer is exact for any range.
 pub(super) fn buckets(c: &Connection, id: i64, from: i64, to: i64, n: usize) -> Result<Vec<Bucket>, ViewError> {
+    // Buckets span the steps the series has within the range, not the whole range asked for:
+    // a chart that asks for 100 buckets of "everything" gets 100, not one.
+    let span: Option<(Option<i64>, Option<i64>)> = c
+        .prepare_cached("SELECT first_step, last_step FROM series WHERE id = ?1")?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let (from, to) = match span {
+        Some((Some(first), Some(last))) => (from.max(first), to.min(last)),
+        _ => return Ok(Vec::new()),
+    };
     if from > to {
         return Ok(Vec::new());
     }
@@ -346,7 +354,7 @@ pub(super) fn dump(c: &Connection) -> Result<String, ViewError> {
         ),
         (
             "points",
-            "SELECT s.project, s.run, s.path, p.step, p.time_ms, p.value FROM points p JOIN series s ON s.id = p.series
+            "SELECT s.project, s.run, s.path, p.step, p.time_ms, p.value, p.bits FROM points p JOIN series s ON s.id = p.series
              ORDER BY 1, 2, 3, 4",
         ),
         (

@@ -109,11 +109,16 @@ fn write_run(tx: &Transaction, p: &RunPatch) -> Result<(), ViewError> {
 pub(super) fn value_columns(v: &Value) -> (&'static str, Option<i64>, Option<f64>, Option<String>) {
     match v {
         Value::Int(i) => ("int", Some(*i), None, None),
-        Value::Float(f) => ("float", None, Some(*f), None),
+        Value::Float(f) => ("float", special_bits(*f), Some(*f), None),
         Value::Bool(b) => ("bool", Some(i64::from(*b)), None, None),
         Value::String(s) => ("string", None, None, Some(s.clone())),
         Value::Datetime(t) => ("datetime", Some(*t), None, None),
-        Value::StringSet(s) => ("string_set", None, None, Some(s.join("\u{1f}"))),
+        Value::StringSet(s) => (
+            "string_set",
+            None,
+            None,
+            Some(serde_json::to_string(s).unwrap_or_default()),
+        ),
     }
 }
 
@@ -169,10 +174,12 @@ impl SeriesIds {
 }
 
 fn write_points(tx: &Transaction, id: i64, s: &FloatSeriesRows) -> Result<(), ViewError> {
-    let mut stmt =
-        tx.prepare_cached("INSERT OR REPLACE INTO points (series, step, time_ms, value) VALUES (?1, ?2, ?3, ?4)")?;
+    let mut stmt = tx.prepare_cached(
+        "INSERT OR REPLACE INTO points (series, step, time_ms, value, bits) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
     for i in 0..s.steps.len() {
-        stmt.execute(params![id, s.steps[i], s.times_ms[i], s.values[i]])?;
+        let v = s.values[i];
+        stmt.execute(params![id, s.steps[i], s.times_ms[i], v, special_bits(v)])?;
     }
     Ok(())
 }
@@ -193,6 +200,16 @@ fn write_lines(tx: &Transaction, id: i64, s: &StringSeriesRows) -> Result<(), Vi
     )?
     .execute([id])?;
     Ok(())
+}
+
+/// The exact bits of a float SQLite would not keep as it is (NaN, -0.0).
+pub(super) fn special_bits(v: f64) -> Option<i64> {
+    (v.is_nan() || (v == 0.0 && v.is_sign_negative())).then_some(v.to_bits() as i64)
+}
+
+/// A float read back: its kept bits if any, else the REAL column (NULL is NaN).
+pub(super) fn exact(value: Option<f64>, bits: Option<i64>) -> f64 {
+    bits.map_or_else(|| real(value), |b| f64::from_bits(b as u64))
 }
 
 pub(super) fn real(v: Option<f64>) -> f64 {
