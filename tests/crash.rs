@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Server, event_id, get_json, post_events};
+use common::{Server, event_id, get_json, merge_positions, post_events};
 use serde_json::{Value, json};
 
 const PROJECT: &str = "default";
@@ -105,19 +105,6 @@ async fn stream(base: String, token: String, next: Arc<AtomicU64>, ledger: Arc<M
             return;
         }
     }
-}
-
-fn merge_positions<S: AsRef<str>>(tokens: impl IntoIterator<Item = S>) -> String {
-    let mut m: BTreeMap<u32, u64> = BTreeMap::new();
-    for t in tokens {
-        for part in t.as_ref().split(',').filter(|p| !p.is_empty()) {
-            let (p, o) = part.split_once(':').expect("position token");
-            let (p, o): (u32, u64) = (p.parse().unwrap(), o.parse().unwrap());
-            let e = m.entry(p).or_insert(o);
-            *e = (*e).max(o);
-        }
-    }
-    m.iter().map(|(p, o)| format!("{p}:{o}")).collect::<Vec<_>>().join(",")
 }
 
 /// Every point of a run's series as (step, time, value), in the order the API pages them.

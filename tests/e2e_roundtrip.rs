@@ -4,7 +4,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{Server, client, event_id, get_json, post_events};
+use common::{Server, client, event_id, get_json, merge_positions, post_events};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -102,20 +102,6 @@ fn parse_float(v: &Value) -> Option<f64> {
 /// NaN equals NaN; everything else must match bit for bit.
 fn same_float(a: f64, b: f64) -> bool {
     (a.is_nan() && b.is_nan()) || a.to_bits() == b.to_bits()
-}
-
-/// The highest offset per partition over several position tokens.
-fn merge_positions<S: AsRef<str>>(tokens: &[S]) -> String {
-    let mut m: BTreeMap<u32, u64> = BTreeMap::new();
-    for t in tokens {
-        for part in t.as_ref().split(',').filter(|p| !p.is_empty()) {
-            let (p, o) = part.split_once(':').expect("position token");
-            let (p, o): (u32, u64) = (p.parse().unwrap(), o.parse().unwrap());
-            let e = m.entry(p).or_insert(o);
-            *e = (*e).max(o);
-        }
-    }
-    m.iter().map(|(p, o)| format!("{p}:{o}")).collect::<Vec<_>>().join(",")
 }
 
 async fn post_ok(s: &Server, events: Vec<Value>) -> String {

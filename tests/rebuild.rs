@@ -5,25 +5,12 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{Server, client, event_id, get_json, post_events, run_cli};
+use common::{Server, client, event_id, get_json, merge_positions, post_events, run_cli};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 const PROJECT: &str = "default";
 const T0: i64 = 1_700_000_000_000;
-
-fn merge_positions<S: AsRef<str>>(tokens: &[S]) -> String {
-    let mut m: BTreeMap<u32, u64> = BTreeMap::new();
-    for t in tokens {
-        for part in t.as_ref().split(',').filter(|p| !p.is_empty()) {
-            let (p, o) = part.split_once(':').expect("position token");
-            let (p, o): (u32, u64) = (p.parse().unwrap(), o.parse().unwrap());
-            let e = m.entry(p).or_insert(o);
-            *e = (*e).max(o);
-        }
-    }
-    m.iter().map(|(p, o)| format!("{p}:{o}")).collect::<Vec<_>>().join(",")
-}
 
 fn float_json(v: f64) -> Value {
     if v.is_nan() {

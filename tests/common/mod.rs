@@ -135,3 +135,17 @@ pub fn run_cli(args: &[&str], data: &Path) -> String {
     );
     String::from_utf8(out.stdout).expect("utf-8 output")
 }
+
+/// The highest offset per partition over several position tokens, as one token.
+pub fn merge_positions<S: AsRef<str>>(tokens: impl IntoIterator<Item = S>) -> String {
+    let mut m: std::collections::BTreeMap<u32, u64> = std::collections::BTreeMap::new();
+    for t in tokens {
+        for part in t.as_ref().split(',').filter(|p| !p.is_empty()) {
+            let (p, o) = part.split_once(':').expect("position token");
+            let (p, o): (u32, u64) = (p.parse().unwrap(), o.parse().unwrap());
+            let e = m.entry(p).or_insert(o);
+            *e = (*e).max(o);
+        }
+    }
+    m.iter().map(|(p, o)| format!("{p}:{o}")).collect::<Vec<_>>().join(",")
+}
