@@ -201,9 +201,7 @@ pub(crate) async fn ensure_runs_exist(
         if ok.contains(run) {
             continue;
         }
-        let key = (project_key.to_string(), run.to_string());
-        if st.known_runs.contains(&key) || run_exists_in_log(st, project_key, run).await? {
-            st.known_runs.insert(key);
+        if run_exists(st, project_key, run).await? {
             ok.insert(run);
             continue;
         }
@@ -212,6 +210,19 @@ pub(crate) async fn ensure_runs_exist(
         )));
     }
     Ok(())
+}
+
+/// Whether a run exists: known to this process, or in the views once they have caught up.
+pub(crate) async fn run_exists(st: &IngestState, project_key: &str, run: &str) -> Result<bool, ApiError> {
+    let key = (project_key.to_string(), run.to_string());
+    if st.known_runs.contains(&key) {
+        return Ok(true);
+    }
+    let exists = run_exists_in_log(st, project_key, run).await?;
+    if exists {
+        st.known_runs.insert(key);
+    }
+    Ok(exists)
 }
 
 /// Whether a run exists, as of everything in the log when asked: the views may trail the log

@@ -19,7 +19,7 @@ use runstream_schema::{Body as EventBody, Event, EventId, FileRef, MAX_STEP, Run
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::events::{append, ensure_runs_exist};
+use crate::events::{append, run_exists};
 use crate::{IngestState, now_ms};
 
 #[derive(Debug, Deserialize)]
@@ -65,18 +65,11 @@ pub(crate) async fn upload(
         ingest_time_ms: now_ms(),
     };
     let project_key = runstream_schema::project_key(&ctx.workspace, &project);
-    let probe = Event {
-        id: EventId(1),
-        workspace: ctx.workspace.clone(),
-        project: project.clone(),
-        run: run.clone(),
-        client_time_ms: 0,
-        ingest_time_ms: ctx.ingest_time_ms,
-        actor: ctx.actor.clone(),
-        schema_version: SCHEMA_VERSION,
-        body: EventBody::RunDeleted,
-    };
-    ensure_runs_exist(&st, &project_key, &project, std::slice::from_ref(&probe)).await?;
+    if !run_exists(&st, &project_key, run.as_str()).await? {
+        return Err(ApiError::not_found(format!(
+            "run {run:?} does not exist in project {project:?}; create it first with a run_created event"
+        )));
+    }
 
     let limit = st.limits.max_file_bytes;
     let declared = headers
@@ -124,8 +117,14 @@ pub(crate) async fn upload(
     };
     let event = Event {
         id,
+        workspace: ctx.workspace,
+        project: project.clone(),
+        run,
+        client_time_ms: 0,
+        ingest_time_ms: ctx.ingest_time_ms,
+        actor: ctx.actor,
+        schema_version: SCHEMA_VERSION,
         body: EventBody::File(file.clone()),
-        ..probe
     };
     event.body.validate().map_err(ApiError::from)?;
     let resp = append(&st, &project, vec![event]).await?;

@@ -116,10 +116,6 @@ impl Registry {
         self.projects.is_empty() && self.tokens.is_empty()
     }
 
-    pub fn has_token_id(&self, token_id: &str) -> bool {
-        self.token_ids.contains_key(token_id)
-    }
-
     /// The workspace a token id belongs to, if it exists.
     pub fn token_workspace(&self, token_id: &str) -> Option<WorkspaceId> {
         let digest = *self.token_ids.get(token_id)?;
