@@ -81,14 +81,19 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     ));
 
     let ingest = IngestState::new(
-        log,
+        log.clone(),
         registry_log,
         views.clone(),
         blobs.clone(),
         registry.clone(),
         IngestLimits::default(),
     );
-    let query = QueryState { views, blobs, registry };
+    let query = QueryState {
+        views,
+        log,
+        blobs,
+        registry,
+    };
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .merge(runstream_ingest::router(ingest))

@@ -19,6 +19,16 @@ pub struct Polled {
     pub skipped: Vec<Position>,
 }
 
+impl Polled {
+    /// Every position this poll covers, decoded or not.
+    pub fn positions(&self) -> impl Iterator<Item = Position> + '_ {
+        self.records
+            .iter()
+            .map(|r| r.position)
+            .chain(self.skipped.iter().copied())
+    }
+}
+
 pub struct Consumer {
     log: Arc<dyn EventLog>,
     config: ProjectorConfig,
@@ -101,12 +111,7 @@ impl Consumer {
 
     /// Moves past what a poll returned, once it has been flushed.
     pub fn commit(&mut self, polled: &Polled) {
-        for pos in polled
-            .records
-            .iter()
-            .map(|r| r.position)
-            .chain(polled.skipped.iter().copied())
-        {
+        for pos in polled.positions() {
             let n = &mut self.next[pos.partition as usize];
             *n = (*n).max(pos.offset + 1);
         }

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use runstream_log::Position;
-use runstream_schema::{Body, Event, EventId, RunState, encode_batch};
+use runstream_schema::{Body, Event, EventId, RunState};
 use runstream_views::*;
 
 /// A log record, decoded.
@@ -84,7 +84,6 @@ pub fn fold(records: &[DecodedRecord], known: &HashSet<EventId>) -> RowBatch {
                 offset: rec.position.offset,
                 seq: seq as u32,
                 kind: e.body.kind().to_string(),
-                payload: encode_batch(std::slice::from_ref(e)),
             });
             let patch = runs.entry((project.clone(), run.clone())).or_insert_with(|| RunPatch {
                 project: project.clone(),

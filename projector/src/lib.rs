@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use runstream_log::{EventLog, LogError};
 use runstream_views::{ViewError, ViewStore};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
-pub use consume::Consumer;
+pub use consume::{Consumer, Polled};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectorError {
@@ -27,6 +27,8 @@ pub enum ProjectorError {
     Log(#[from] LogError),
     #[error(transparent)]
     Views(#[from] ViewError),
+    #[error("the log reader stopped unexpectedly")]
+    Reader,
 }
 
 /// How much one flush may hold.
@@ -79,24 +81,15 @@ impl Projector {
     /// Projects until `shutdown` turns true, then returns after the flush in progress. Errors of
     /// the log or the views are retried with backoff: the checkpoint makes a retry safe.
     pub async fn run(&self, mut shutdown: watch::Receiver<bool>) -> Result<(), ProjectorError> {
-        let mut consumer = Consumer::new(self.log.clone(), self.config.clone());
         let mut backoff = Duration::from_millis(100);
         loop {
             if *shutdown.borrow() {
                 return Ok(());
             }
-            match self.step(&mut consumer).await {
-                Ok(true) => backoff = Duration::from_millis(100),
-                Ok(false) => {
-                    let ends = consumer.known_ends().to_vec();
-                    tokio::select! {
-                        r = self.log.wait_for_new(&ends, self.config.idle_wait) => r?,
-                        _ = shutdown.changed() => {}
-                    }
-                }
+            match self.pipeline(None, &mut shutdown, &mut backoff).await {
+                Ok(()) => return Ok(()),
                 Err(e) => {
-                    tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "projector step failed; retrying");
-                    consumer.reset();
+                    tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "projector failed; retrying");
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
                         _ = shutdown.changed() => {}
@@ -110,44 +103,121 @@ impl Projector {
     /// Projects everything in the log when called, then returns. Used by `rebuild` and tests.
     pub async fn catch_up(&self) -> Result<(), ProjectorError> {
         let target = self.log.end_offsets().await?;
-        let mut consumer = Consumer::new(self.log.clone(), self.config.clone());
-        loop {
-            let cp = self.views.checkpoint().await?;
-            let done = target
-                .iter()
-                .enumerate()
-                .all(|(p, end)| cp.get(&(p as u32)).copied().unwrap_or(0) >= *end);
-            if done {
-                return Ok(());
-            }
-            self.step(&mut consumer).await?;
-        }
+        let (_never, mut shutdown) = watch::channel(false);
+        let mut backoff = Duration::from_millis(100);
+        self.pipeline(Some(target), &mut shutdown, &mut backoff).await
     }
 
-    /// One poll, fold and flush. Returns false when there was nothing to read.
-    async fn step(&self, consumer: &mut Consumer) -> Result<bool, ProjectorError> {
-        if !consumer.is_positioned() {
-            consumer.seek(&self.views.checkpoint().await?);
+    /// Reads ahead in one task (log reads and protobuf decoding) while this one dedupes, folds
+    /// and writes the previous poll, so the two halves of the work use two cores. Starts from
+    /// the views' checkpoint; returns at shutdown, once `until` is reached, or at the first
+    /// error (the caller restarts from the checkpoint, which the failed flush did not move).
+    async fn pipeline(
+        &self,
+        until: Option<Vec<u64>>,
+        shutdown: &mut watch::Receiver<bool>,
+        backoff: &mut Duration,
+    ) -> Result<(), ProjectorError> {
+        let checkpoint = self.views.checkpoint().await?;
+        let mut next: Vec<u64> = (0..self.log.partitions())
+            .map(|p| checkpoint.get(&p).copied().unwrap_or(0))
+            .collect();
+        let reached = |next: &[u64]| {
+            until.as_ref().is_some_and(|t| {
+                t.iter()
+                    .enumerate()
+                    .all(|(p, end)| next.get(p).copied().unwrap_or(0) >= *end)
+            })
+        };
+        if reached(&next) {
+            return Ok(());
         }
-        let polled = consumer.poll().await?;
-        if polled.records.is_empty() && polled.skipped.is_empty() {
-            return Ok(false);
+        let (tx, mut rx) = mpsc::channel::<Result<Polled, LogError>>(1);
+        let mut consumer = Consumer::new(self.log.clone(), self.config.clone());
+        consumer.seek(&checkpoint);
+        let reader = AbortOnDrop(tokio::spawn(read_ahead(
+            consumer,
+            self.log.clone(),
+            self.config.idle_wait,
+            tx,
+        )));
+        loop {
+            let polled = tokio::select! {
+                p = rx.recv() => p,
+                _ = shutdown.changed() => None,
+            };
+            let Some(polled) = polled else {
+                drop(reader);
+                if *shutdown.borrow() {
+                    return Ok(());
+                }
+                // The reader always says why it stops; ending silently means it panicked.
+                return Err(ProjectorError::Reader);
+            };
+            let polled = polled?;
+            let started = Instant::now();
+            let stats = flush::flush(self.views.as_ref(), &polled).await?;
+            *backoff = Duration::from_millis(100);
+            for pos in polled.positions() {
+                let n = &mut next[pos.partition as usize];
+                *n = (*n).max(pos.offset + 1);
+            }
+            self.stats.events.fetch_add(stats.events as u64, Ordering::Relaxed);
+            self.stats.points.fetch_add(stats.points as u64, Ordering::Relaxed);
+            self.stats.flushes.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .skipped_records
+                .fetch_add(polled.skipped.len() as u64, Ordering::Relaxed);
+            tracing::debug!(
+                events = stats.events,
+                points = stats.points,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "flushed"
+            );
+            if reached(&next) || *shutdown.borrow() {
+                return Ok(());
+            }
         }
-        let started = Instant::now();
-        let stats = flush::flush(self.views.as_ref(), &polled).await?;
-        consumer.commit(&polled);
-        self.stats.events.fetch_add(stats.events as u64, Ordering::Relaxed);
-        self.stats.points.fetch_add(stats.points as u64, Ordering::Relaxed);
-        self.stats.flushes.fetch_add(1, Ordering::Relaxed);
-        self.stats
-            .skipped_records
-            .fetch_add(polled.skipped.len() as u64, Ordering::Relaxed);
-        tracing::debug!(
-            events = stats.events,
-            points = stats.points,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "flushed"
-        );
-        Ok(true)
+    }
+}
+
+/// Aborts a task when dropped, so an early return never leaves a reader running.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Polls the log and hands each non-empty poll over, waiting for new records when caught up.
+/// The consumer moves on as soon as a poll is handed over: the flush side owns what happens to
+/// it, and on error the pipeline restarts from the views' checkpoint.
+async fn read_ahead(
+    mut consumer: Consumer,
+    log: Arc<dyn EventLog>,
+    idle_wait: Duration,
+    tx: mpsc::Sender<Result<Polled, LogError>>,
+) {
+    loop {
+        match consumer.poll().await {
+            Ok(polled) if polled.records.is_empty() && polled.skipped.is_empty() => {
+                let ends = consumer.known_ends().to_vec();
+                if let Err(e) = log.wait_for_new(&ends, idle_wait).await {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            }
+            Ok(polled) => {
+                consumer.commit(&polled);
+                if tx.send(Ok(polled)).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e)).await;
+                return;
+            }
+        }
     }
 }

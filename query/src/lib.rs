@@ -16,12 +16,15 @@ use axum::extract::FromRef;
 use axum::routing::get;
 use object_store::ObjectStore;
 use runstream_http::RegistryState;
+use runstream_log::EventLog;
 use runstream_views::ViewStore;
 use runstream_views::registry::Registry;
 
 #[derive(Clone)]
 pub struct QueryState {
     pub views: Arc<dyn ViewStore>,
+    /// The event log, from which a run's history is read: the views index it, not copy it.
+    pub log: Arc<dyn EventLog>,
     pub blobs: Arc<dyn ObjectStore>,
     pub registry: Arc<Registry>,
 }

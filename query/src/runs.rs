@@ -190,15 +190,31 @@ pub(crate) async fn run_events(
         .then(|| stored.last().map(|e| format!("{}:{}:{}", e.partition, e.offset, e.seq)))
         .flatten();
     let mut events = Vec::with_capacity(stored.len());
+    // Consecutive events of a run mostly share a log record (one per run per write): read and
+    // decode each record once.
+    let mut record: Option<((u32, u64), Vec<runstream_schema::Event>)> = None;
     for s in &stored {
-        let decoded =
-            decode_batch(&s.payload).map_err(|e| ApiError::internal(format!("stored event {}: {e}", s.id)))?;
-        for e in &decoded {
-            let mut v =
-                serde_json::to_value(EventJson::from_event(e)).map_err(|e| ApiError::internal(e.to_string()))?;
-            v["position"] = serde_json::json!(format!("{}:{}", s.partition, s.offset));
-            events.push(v);
+        let at = (s.partition, s.offset);
+        if record.as_ref().is_none_or(|(p, _)| *p != at) {
+            let read = st.log.read(s.partition, s.offset, 1).await.map_err(|e| {
+                ApiError::unavailable(format!("reading the log at {}:{}: {e}", s.partition, s.offset), 1)
+            })?;
+            let raw = read
+                .into_iter()
+                .find(|r| r.position.offset == s.offset)
+                .ok_or_else(|| ApiError::internal(format!("log record {}:{} is missing", s.partition, s.offset)))?;
+            let decoded = decode_batch(&raw.payload)
+                .map_err(|e| ApiError::internal(format!("log record {}:{}: {e}", s.partition, s.offset)))?;
+            record = Some((at, decoded));
         }
+        let (_, decoded) = record.as_ref().expect("just read");
+        let e = decoded
+            .get(s.seq as usize)
+            .filter(|e| e.id == s.id)
+            .ok_or_else(|| ApiError::internal(format!("event {} is not in log record {}:{}", s.id, at.0, at.1)))?;
+        let mut v = serde_json::to_value(EventJson::from_event(e)).map_err(|e| ApiError::internal(e.to_string()))?;
+        v["position"] = serde_json::json!(format!("{}:{}", s.partition, s.offset));
+        events.push(v);
     }
     Ok(Json(serde_json::json!({ "events": events, "next": next })))
 }

@@ -517,11 +517,13 @@ pub(crate) fn check_time(field: &str, t: i64) -> Result<(), ValidationError> {
 }
 
 fn check_steps_times(steps: &[i64], times: &[i64]) -> Result<(), ValidationError> {
-    for (i, s) in steps.iter().enumerate() {
-        check_step(&format!("steps[{i}]"), *s)?;
+    // Name the field only for the first bad value: formatting it per point would cost more than
+    // the check itself on batches of thousands of points.
+    if let Some(i) = steps.iter().position(|s| !(0..=MAX_STEP).contains(s)) {
+        check_step(&format!("steps[{i}]"), steps[i])?;
     }
-    for (i, t) in times.iter().enumerate() {
-        check_time(&format!("times_ms[{i}]"), *t)?;
+    if let Some(i) = times.iter().position(|t| !(0..=MAX_TIME_MS).contains(t)) {
+        check_time(&format!("times_ms[{i}]"), times[i])?;
     }
     Ok(())
 }

@@ -9,6 +9,7 @@
 //! Series keep raw points plus rollups (count, min, max, sum, last) per step bucket at several
 //! widths ([`rollup::LEVELS`]), so a chart of any length reads a bounded number of rows.
 
+pub mod block;
 pub mod registry;
 pub mod rollup;
 mod rows;

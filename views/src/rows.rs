@@ -117,7 +117,9 @@ pub struct LineageRow {
     pub time_ms: i64,
 }
 
-/// One event as the history view keeps it: the protobuf encoding of a one-event batch.
+/// One event as the history view indexes it: its id, and where it sits in the log (record
+/// position and index within the record). The event itself is read back from the log, the
+/// system of record, so the views never hold a second copy of every point.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredEvent {
     pub project: String,
@@ -127,7 +129,6 @@ pub struct StoredEvent {
     pub offset: u64,
     pub seq: u32,
     pub kind: String,
-    pub payload: Vec<u8>,
 }
 
 // ---- read results ----

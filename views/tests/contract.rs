@@ -57,7 +57,6 @@ fn batch(offset: u64, steps: Vec<i64>, values: Vec<f64>, event: u128) -> RowBatc
             offset,
             seq: 0,
             kind: "float_points".into(),
-            payload: vec![1, 2, 3],
         }],
         checkpoint: vec![(0, offset + 1)],
         ..Default::default()
@@ -134,7 +133,7 @@ async fn reapplying_changes_nothing(store: Arc<dyn ViewStore>) {
     store.apply(b1.clone()).await.unwrap();
     let once = store.dump().await.unwrap();
     assert!(
-        once.contains("points\tw/p\tr1\tloss\t7\t1007\tinf"),
+        once.contains("points\tw/p\tr1\tloss\t7\t1007\tinf\t7ff0000000000000\n"),
         "infinity stored: {once}"
     );
     // The same batch again (a crash between the view commit and the consumer noticing it).
@@ -186,4 +185,151 @@ async fn sqlite_reapply() {
 async fn sqlite_special_floats() {
     let (_d, s) = sqlite().await;
     nan_and_infinities_survive(s).await;
+}
+
+/// A seeded xorshift, so a failing case can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Many flushes of appends, overwrites, out-of-order fills and far-away steps: after each one the
+/// series reads back exactly as a map of step to its last (time, value), raw and in buckets.
+async fn random_writes_read_back_like_a_map(store: Arc<dyn ViewStore>, seed: u64) {
+    use std::collections::BTreeMap;
+    let mut rng = Rng(seed);
+    let mut model: BTreeMap<i64, (i64, f64)> = BTreeMap::new();
+    let mut next_append = 0i64;
+    for flush in 0..40u64 {
+        let mut pts: BTreeMap<i64, (i64, f64)> = BTreeMap::new();
+        for _ in 0..1 + rng.below(3) {
+            match rng.below(5) {
+                // Appends, every step or every other one (leaving gaps to fill later).
+                0 | 1 => {
+                    let stride = 1 + rng.below(2) as i64;
+                    for _ in 0..rng.below(3000) {
+                        pts.insert(next_append, (0, 0.0));
+                        next_append += stride;
+                    }
+                }
+                // Overwrites of steps already written.
+                2 => {
+                    for _ in 0..rng.below(50) {
+                        if next_append > 0 {
+                            pts.insert(rng.below(next_append as u64) as i64, (0, 0.0));
+                        }
+                    }
+                }
+                // A few far-away steps.
+                3 => {
+                    for _ in 0..rng.below(4) {
+                        pts.insert(1_000_000 + rng.below(1 << 40) as i64, (0, 0.0));
+                    }
+                }
+                // A dense burst somewhere in the past.
+                _ => {
+                    let start = rng.below(next_append.max(1) as u64) as i64;
+                    for s in start..start + rng.below(200) as i64 {
+                        pts.insert(s, (0, 0.0));
+                    }
+                }
+            }
+        }
+        for v in pts.values_mut() {
+            let bits = match rng.below(10) {
+                0 => f64::NAN.to_bits() | rng.below(1 << 20),
+                1 => (-0.0f64).to_bits(),
+                _ => (rng.below(2_000_000) as f64 / 7.0 - 100_000.0).to_bits(),
+            };
+            *v = (1_700_000_000_000 + rng.below(1 << 30) as i64, f64::from_bits(bits));
+        }
+        model.extend(pts.iter().map(|(s, v)| (*s, *v)));
+        store
+            .apply(RowBatch {
+                float_series: vec![FloatSeriesRows {
+                    key: key("m"),
+                    steps: pts.keys().copied().collect(),
+                    times_ms: pts.values().map(|v| v.0).collect(),
+                    values: pts.values().map(|v| v.1).collect(),
+                }],
+                checkpoint: vec![(0, flush + 1)],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+
+        let exact = |rows: &[PointRow]| -> Vec<(i64, i64, u64)> {
+            rows.iter().map(|p| (p.step, p.time_ms, p.value.to_bits())).collect()
+        };
+        let want: Vec<(i64, i64, u64)> = model.iter().map(|(s, (t, v))| (*s, *t, v.to_bits())).collect();
+        let all = store
+            .read_points(&key("m"), 0, i64::MAX, usize::MAX >> 1)
+            .await
+            .unwrap();
+        assert_eq!(exact(&all), want, "seed {seed} flush {flush}: every point");
+
+        let (a, b) = (
+            rng.below(next_append as u64 + 10) as i64,
+            rng.below(next_append as u64 + 10) as i64,
+        );
+        let (from, to) = (a.min(b), a.max(b));
+        let limit = 1 + rng.below(2000) as usize;
+        let page = store.read_points(&key("m"), from, to, limit).await.unwrap();
+        let want_page: Vec<_> = want
+            .iter()
+            .filter(|p| p.0 >= from && p.0 <= to)
+            .take(limit)
+            .copied()
+            .collect();
+        assert_eq!(
+            exact(&page),
+            want_page,
+            "seed {seed} flush {flush}: {from}..={to} limit {limit}"
+        );
+
+        let n = 1 + rng.below(300) as usize;
+        let got = store.read_buckets(&key("m"), from, to, n).await.unwrap();
+        let mut total = Agg::EMPTY;
+        for (s, (t, v)) in model.range(from..=to) {
+            total.add(*s, *t, *v);
+        }
+        assert!(got.len() <= n);
+        assert_eq!(
+            got.iter().map(|b| b.count).sum::<u64>(),
+            total.count,
+            "seed {seed} flush {flush}"
+        );
+        let min = got.iter().filter_map(|b| b.min).fold(f64::INFINITY, f64::min);
+        let max = got.iter().filter_map(|b| b.max).fold(f64::NEG_INFINITY, f64::max);
+        if total.count > 0 && total.n_values > 0 {
+            assert_eq!(
+                (min, max),
+                (total.min, total.max),
+                "seed {seed} flush {flush}: {from}..={to}"
+            );
+        }
+        assert_eq!(
+            got.last().map(|b| b.last_value.to_bits()),
+            (total.count > 0).then_some(total.last_value.to_bits()),
+            "seed {seed} flush {flush}: last value of {from}..={to}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn sqlite_random_writes() {
+    for seed in [2, 0x5eed] {
+        let (_d, s) = sqlite().await;
+        random_writes_read_back_like_a_map(s, seed).await;
+    }
 }

@@ -20,9 +20,11 @@ use crate::*;
 
 /// Migrations, applied in order; index + 1 is the schema version they bring the file to.
 ///
-/// Floats: SQLite stores NaN as NULL and -0.0 as 0, so such values also keep their exact bits
-/// (`points.bits`, and `attributes.i` for floats), read back in preference to the REAL column.
-const MIGRATIONS: &[&str] = &[r#"
+/// Floats: SQLite stores NaN as NULL and -0.0 as 0, so float attributes also keep their exact
+/// bits in `attributes.i`, read back in preference to the REAL column; points keep theirs in
+/// their blocks.
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE checkpoints (partition INTEGER PRIMARY KEY, next_offset INTEGER NOT NULL);
 CREATE TABLE runs (
     project TEXT NOT NULL, run TEXT NOT NULL,
@@ -72,7 +74,28 @@ CREATE TABLE events (
     id BLOB PRIMARY KEY, project TEXT NOT NULL, run TEXT NOT NULL, partition INTEGER NOT NULL,
     offset INTEGER NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL, payload BLOB NOT NULL);
 CREATE INDEX events_by_run ON events (project, run, partition, offset, seq);
-"#];
+"#,
+    // Float points move from one row per point into packed blocks (see `block`), and last values
+    // keep their exact bits. The event history keeps positions in the log, not copies of events. Views are
+    // derived data: rather than convert rows, this empties every view and its checkpoint, and the
+    // projector replays the log, the system of record, into the new layout.
+    r#"
+DROP TABLE points;
+CREATE TABLE point_blocks (
+    series INTEGER NOT NULL, first_step INTEGER NOT NULL, last_step INTEGER NOT NULL,
+    count INTEGER NOT NULL, data BLOB NOT NULL);
+CREATE UNIQUE INDEX point_blocks_by_step ON point_blocks (series, first_step);
+ALTER TABLE rollups ADD COLUMN last_bits INTEGER;
+ALTER TABLE series ADD COLUMN last_bits INTEGER;
+DELETE FROM checkpoints; DELETE FROM runs; DELETE FROM attributes; DELETE FROM tags; DELETE FROM series;
+DELETE FROM lines; DELETE FROM rollups; DELETE FROM files; DELETE FROM lineage;
+DROP TABLE events;
+CREATE TABLE events (
+    id BLOB PRIMARY KEY, project TEXT NOT NULL, run TEXT NOT NULL, partition INTEGER NOT NULL,
+    offset INTEGER NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL);
+CREATE INDEX events_by_run ON events (project, run, partition, offset, seq);
+"#,
+];
 
 pub struct SqliteViews {
     path: PathBuf,
@@ -266,5 +289,39 @@ impl ViewStore for SqliteViews {
 
     async fn dump(&self) -> Result<String, ViewError> {
         self.read(read::dump).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A views file of schema 1 (a point per row) opens as schema 2 with every view and its
+    /// checkpoint emptied, so the projector replays the log into blocks.
+    #[tokio::test]
+    async fn views_of_schema_1_are_emptied_for_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute_batch(
+                "INSERT INTO checkpoints VALUES (0, 42);
+                 INSERT INTO runs (project, run, created_ms, updated_ms) VALUES ('w/p', 'r', 1, 1);
+                 INSERT INTO series (id, project, run, path, kind) VALUES (1, 'w/p', 'r', 'loss', 'float');
+                 INSERT INTO points VALUES (1, 0, 5, 0.5, NULL);",
+            )
+            .unwrap();
+        }
+        let views = SqliteViews::open(&path).await.unwrap();
+        assert!(views.checkpoint().await.unwrap().is_empty());
+        assert!(!views.run_exists("w/p", "r").await.unwrap());
+        let version: i64 = Connection::open(&path)
+            .unwrap()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
+        assert_eq!(views.dump().await.unwrap(), "");
     }
 }

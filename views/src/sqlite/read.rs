@@ -6,6 +6,7 @@ use runstream_schema::{ArtifactKind, Direction, EventId, Value};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::write::{AGG_COLUMNS, exact, read_aggs, real};
+use crate::block;
 use crate::rollup::{self, Agg, LEVELS};
 use crate::*;
 
@@ -107,7 +108,7 @@ pub(super) fn get_run(c: &Connection, project: &str, run: &str) -> Result<Option
         .collect::<Result<Vec<String>, _>>()?;
     let series = c
         .prepare_cached(
-            "SELECT path, kind, count, first_step, last_step, last_value, min, max, sum, n_values, last_time_ms
+            "SELECT path, kind, count, first_step, last_step, last_value, min, max, sum, n_values, last_time_ms, last_bits
              FROM series WHERE project = ?1 AND run = ?2 ORDER BY path, kind",
         )?
         .query_map(params![project, run], |r| {
@@ -120,7 +121,7 @@ pub(super) fn get_run(c: &Connection, project: &str, run: &str) -> Result<Option
                 count: r.get::<_, i64>(2)? as u64,
                 first_step: r.get(3)?,
                 last_step: r.get(4)?,
-                last_value: float.then(|| real(r.get(5).ok().flatten())),
+                last_value: float.then(|| exact(r.get(5).ok().flatten(), r.get(11).ok().flatten())),
                 min: r.get(6)?,
                 max: r.get(7)?,
                 mean: (float && n_values > 0).then(|| real(sum) / n_values as f64),
@@ -208,17 +209,40 @@ pub(super) fn series_id(c: &Connection, key: &SeriesKey, kind: &str) -> Result<O
 }
 
 pub(super) fn points(c: &Connection, id: i64, from: i64, to: i64, limit: usize) -> Result<Vec<PointRow>, ViewError> {
+    let mut out = Vec::new();
+    if from > to || limit == 0 {
+        return Ok(out);
+    }
+    // From the block holding `from` (the last one starting at or before it) to the last block
+    // starting within the range.
     let mut stmt = c.prepare_cached(
-        "SELECT step, time_ms, value, bits FROM points WHERE series = ?1 AND step BETWEEN ?2 AND ?3 ORDER BY step LIMIT ?4",
+        "SELECT count, data FROM point_blocks WHERE series = ?1
+           AND first_step >= COALESCE((SELECT MAX(first_step) FROM point_blocks WHERE series = ?1 AND first_step <= ?2), ?2)
+           AND first_step <= ?3
+         ORDER BY first_step",
     )?;
-    let rows = stmt.query_map(params![id, from, to, limit as i64], |r| {
-        Ok(PointRow {
-            step: r.get(0)?,
-            time_ms: r.get(1)?,
-            value: exact(r.get(2)?, r.get(3)?),
-        })
-    })?;
-    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    let mut rows = stmt.query(params![id, from, to])?;
+    let mut cols = block::Columns::default();
+    while let Some(r) = rows.next()? {
+        cols.clear();
+        let data = r.get_ref(1)?.as_blob().map_err(|e| ViewError::Corrupt(e.to_string()))?;
+        block::decode_into(data, r.get::<_, i64>(0)? as usize, &mut cols)?;
+        for i in 0..cols.len() {
+            let step = cols.steps[i];
+            if step < from {
+                continue;
+            }
+            if step > to || out.len() >= limit {
+                return Ok(out);
+            }
+            out.push(PointRow {
+                step,
+                time_ms: cols.times[i],
+                value: cols.values[i],
+            });
+        }
+    }
+    Ok(out)
 }
 
 pub(super) fn lines(c: &Connection, id: i64, from: i64, to: i64, limit: usize) -> Result<Vec<LineRow>, ViewError> {
@@ -306,7 +330,7 @@ pub(super) fn events(
 ) -> Result<Vec<StoredEvent>, ViewError> {
     let (p, o, s) = after.map_or((-1i64, -1i64, -1i64), |(p, o, s)| (p.into(), o as i64, s.into()));
     let mut stmt = c.prepare_cached(
-        "SELECT id, partition, offset, seq, kind, payload FROM events
+        "SELECT id, partition, offset, seq, kind FROM events
          WHERE project = ?1 AND run = ?2 AND (partition, offset, seq) > (?3, ?4, ?5)
          ORDER BY partition, offset, seq LIMIT ?6",
     )?;
@@ -318,12 +342,11 @@ pub(super) fn events(
             r.get::<_, i64>(2)?,
             r.get::<_, u32>(3)?,
             r.get::<_, String>(4)?,
-            r.get(5)?,
         ))
     })?;
     let mut out = Vec::new();
     for row in rows {
-        let (id, partition, offset, seq, kind, payload) = row?;
+        let (id, partition, offset, seq, kind) = row?;
         out.push(StoredEvent {
             project: project.to_string(),
             run: run.to_string(),
@@ -332,7 +355,6 @@ pub(super) fn events(
             offset: offset as u64,
             seq,
             kind,
-            payload,
         });
     }
     Ok(out)
@@ -349,13 +371,8 @@ pub(super) fn dump(c: &Connection) -> Result<String, ViewError> {
         ("tags", "SELECT project, run, tag FROM tags ORDER BY 1, 2, 3"),
         (
             "series",
-            "SELECT project, run, path, kind, count, n_values, min, max, sum, first_step, last_step, last_value, last_time_ms
-             FROM series ORDER BY 1, 2, 3, 4",
-        ),
-        (
-            "points",
-            "SELECT s.project, s.run, s.path, p.step, p.time_ms, p.value, p.bits FROM points p JOIN series s ON s.id = p.series
-             ORDER BY 1, 2, 3, 4",
+            "SELECT project, run, path, kind, count, n_values, min, max, sum, first_step, last_step, last_value, last_time_ms,
+               last_bits FROM series ORDER BY 1, 2, 3, 4",
         ),
         (
             "lines",
@@ -372,7 +389,7 @@ pub(super) fn dump(c: &Connection) -> Result<String, ViewError> {
         ),
         ("files", "SELECT * FROM files ORDER BY 1, 2, 3, 4"),
         ("lineage", "SELECT * FROM lineage ORDER BY 1, 2, 3, 4, 5, 6"),
-        ("events", "SELECT hex(id), project, run, partition, offset, seq, kind, hex(payload) FROM events ORDER BY 4, 5, 6"),
+        ("events", "SELECT hex(id), project, run, partition, offset, seq, kind FROM events ORDER BY 4, 5, 6"),
     ];
     for (name, sql) in tables {
         let mut stmt = c.prepare(sql)?;
@@ -391,6 +408,31 @@ pub(super) fn dump(c: &Connection) -> Result<String, ViewError> {
                 }
             }
             out.push('\n');
+        }
+    }
+    // Points one per line, never per block: two stores cut the same points into different
+    // blocks depending on how their flushes fell.
+    let mut stmt = c.prepare(
+        "SELECT s.project, s.run, s.path, b.count, b.data FROM point_blocks b JOIN series s ON s.id = b.series
+         ORDER BY s.project, s.run, s.path, b.first_step",
+    )?;
+    let mut rows = stmt.query([])?;
+    let mut cols = block::Columns::default();
+    while let Some(r) = rows.next()? {
+        cols.clear();
+        let data = r.get_ref(4)?.as_blob().map_err(|e| ViewError::Corrupt(e.to_string()))?;
+        block::decode_into(data, r.get::<_, i64>(3)? as usize, &mut cols)?;
+        let (project, run, path): (String, String, String) = (r.get(0)?, r.get(1)?, r.get(2)?);
+        for i in 0..cols.len() {
+            writeln!(
+                out,
+                "points\t{project}\t{run}\t{path}\t{}\t{}\t{:?}\t{:016x}",
+                cols.steps[i],
+                cols.times[i],
+                cols.values[i],
+                cols.values[i].to_bits()
+            )
+            .expect("write to string");
         }
     }
     Ok(out)

@@ -5,6 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 use runstream_schema::Value;
 use rusqlite::{Connection, Transaction, params};
 
+use crate::block;
 use crate::rollup::{self, Agg, LEVELS};
 use crate::*;
 
@@ -19,8 +20,7 @@ pub(super) fn apply(conn: &mut Connection, batch: &RowBatch) -> Result<(), ViewE
     let mut ids = SeriesIds::default();
     for s in &batch.float_series {
         let id = ids.get(&tx, &s.key, "float")?;
-        write_points(&tx, id, s)?;
-        update_rollups(&tx, id, &s.steps)?;
+        write_float_series(&tx, id, s)?;
         update_float_summary(&tx, id)?;
     }
     for s in &batch.string_series {
@@ -44,8 +44,8 @@ pub(super) fn apply(conn: &mut Connection, batch: &RowBatch) -> Result<(), ViewE
 
 fn write_events(tx: &Transaction, events: &[StoredEvent]) -> Result<(), ViewError> {
     let mut stmt = tx.prepare_cached(
-        "INSERT OR IGNORE INTO events (id, project, run, partition, offset, seq, kind, payload)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT OR IGNORE INTO events (id, project, run, partition, offset, seq, kind)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
     for e in events {
         stmt.execute(params![
@@ -55,8 +55,7 @@ fn write_events(tx: &Transaction, events: &[StoredEvent]) -> Result<(), ViewErro
             e.partition,
             e.offset as i64,
             e.seq,
-            e.kind,
-            e.payload
+            e.kind
         ])?;
     }
     Ok(())
@@ -173,17 +172,6 @@ impl SeriesIds {
     }
 }
 
-fn write_points(tx: &Transaction, id: i64, s: &FloatSeriesRows) -> Result<(), ViewError> {
-    let mut stmt = tx.prepare_cached(
-        "INSERT OR REPLACE INTO points (series, step, time_ms, value, bits) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?;
-    for i in 0..s.steps.len() {
-        let v = s.values[i];
-        stmt.execute(params![id, s.steps[i], s.times_ms[i], v, special_bits(v)])?;
-    }
-    Ok(())
-}
-
 fn write_lines(tx: &Transaction, id: i64, s: &StringSeriesRows) -> Result<(), ViewError> {
     {
         let mut stmt =
@@ -225,12 +213,14 @@ fn agg_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Agg> {
         sum: real(r.get(4)?),
         first_step: r.get(5)?,
         last_step: r.get(6)?,
-        last_value: real(r.get(7)?),
+        last_value: exact(r.get(7)?, r.get(9)?),
         last_time_ms: r.get(8)?,
     })
 }
 
-pub(super) const AGG_COLUMNS: &str = "count, n_values, min, max, sum, first_step, last_step, last_value, last_time_ms";
+/// A bucket's columns; `last_bits` keeps the exact bits of a last value REAL would not (NaN, -0.0).
+pub(super) const AGG_COLUMNS: &str =
+    "count, n_values, min, max, sum, first_step, last_step, last_value, last_time_ms, last_bits";
 
 pub(super) fn read_aggs(
     conn: &Connection,
@@ -243,18 +233,89 @@ pub(super) fn read_aggs(
         "SELECT {AGG_COLUMNS}, bucket FROM rollups WHERE series = ?1 AND level = ?2 AND bucket BETWEEN ?3 AND ?4 ORDER BY bucket"
     ))?;
     let rows = stmt.query_map(params![series, level as i64, from_bucket, to_bucket], |r| {
-        Ok((r.get::<_, i64>(9)?, agg_from_row(r)?))
+        Ok((r.get::<_, i64>(10)?, agg_from_row(r)?))
     })?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
-/// Recomputes the rollup buckets that `steps` fall in: level 0 from raw points, each coarser
-/// level from the one below it. Recomputing (rather than adding) keeps them right when a step
-/// is written twice with different values.
-fn update_rollups(tx: &Transaction, id: i64, steps: &[i64]) -> Result<(), ViewError> {
-    let dirty = rollup::dirty_buckets(steps);
+/// A stored block of points, as its row says.
+struct BlockRow {
+    first: i64,
+    last: i64,
+    count: usize,
+    data: Vec<u8>,
+}
+
+/// The blocks a flush reads, merges with its points and writes back, and the step ranges
+/// (whole level-0 rollup buckets) its points dirty.
+#[derive(Default)]
+struct Group {
+    ranges: Vec<(i64, i64)>,
+    blocks: Vec<BlockRow>,
+}
+
+/// Writes the points of one series and recomputes the rollup buckets they touch.
+///
+/// Points are merged into packed blocks ([`block`]): for every run of dirty level-0 buckets, the
+/// blocks overlapping it are read (plus the block just before it when that one has room, so a
+/// series that keeps appending fills its last block instead of leaving small ones), overlaid
+/// with the new points (a step written again takes its new value), cut into blocks again and
+/// written back. Runs of buckets that share a block are merged into one group first, so the
+/// blocks written never overlap a block left alone. Level-0 rollups are computed from the merged
+/// points, which hold every point of each dirty bucket; coarser levels from the level below.
+fn write_float_series(tx: &Transaction, id: i64, s: &FloatSeriesRows) -> Result<(), ViewError> {
+    let dirty = rollup::dirty_buckets(&s.steps);
+    let mut groups: Vec<Group> = Vec::new();
+    {
+        // Blocks starting from the last one that starts at or before `lo`, up to `hi`.
+        let mut stmt = tx.prepare_cached(
+            "SELECT first_step, last_step, count, data FROM point_blocks WHERE series = ?1
+               AND first_step >= COALESCE((SELECT MAX(first_step) FROM point_blocks WHERE series = ?1 AND first_step <= ?2), ?2)
+               AND first_step <= ?3
+             ORDER BY first_step",
+        )?;
+        for (lo_bucket, hi_bucket) in runs_of(&dirty[0]) {
+            let (lo, _) = rollup::bucket_range(0, lo_bucket);
+            let (_, hi) = rollup::bucket_range(0, hi_bucket);
+            let mut found: Vec<BlockRow> = stmt
+                .query_map(params![id, lo, hi], |r| {
+                    Ok(BlockRow {
+                        first: r.get(0)?,
+                        last: r.get(1)?,
+                        count: r.get::<_, i64>(2)? as usize,
+                        data: r.get(3)?,
+                    })
+                })?
+                .collect::<Result<_, _>>()?;
+            // The block before the range joins only when it has room to grow.
+            if found
+                .first()
+                .is_some_and(|b| b.last < lo && b.count >= block::BLOCK_POINTS)
+            {
+                found.remove(0);
+            }
+            let joins_previous = match (groups.last(), found.first()) {
+                (Some(g), Some(b)) => g.blocks.last().is_some_and(|l| l.first == b.first),
+                _ => false,
+            };
+            if joins_previous {
+                let g = groups.last_mut().expect("checked above");
+                g.ranges.push((lo, hi));
+                g.blocks.extend(found.into_iter().skip(1));
+            } else {
+                groups.push(Group {
+                    ranges: vec![(lo, hi)],
+                    blocks: found,
+                });
+            }
+        }
+    }
+    let mut delete = tx.prepare_cached("DELETE FROM point_blocks WHERE series = ?1 AND first_step = ?2")?;
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO point_blocks (series, first_step, last_step, count, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
     let mut put = tx.prepare_cached(&format!(
-        "INSERT OR REPLACE INTO rollups (series, level, bucket, {AGG_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+        "INSERT OR REPLACE INTO rollups (series, level, bucket, {AGG_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
     ))?;
     let mut write = |level: usize, bucket: i64, a: &Agg| -> Result<(), ViewError> {
         put.execute(params![
@@ -269,30 +330,64 @@ fn update_rollups(tx: &Transaction, id: i64, steps: &[i64]) -> Result<(), ViewEr
             a.first_step,
             a.last_step,
             a.last_value,
-            a.last_time_ms
+            a.last_time_ms,
+            special_bits(a.last_value)
         ])?;
         Ok(())
     };
-    // Level 0: read each run of consecutive dirty buckets with one range scan.
-    let mut pts = tx.prepare_cached(
-        "SELECT step, time_ms, value FROM points WHERE series = ?1 AND step BETWEEN ?2 AND ?3 ORDER BY step",
-    )?;
-    for (lo, hi) in runs_of(&dirty[0]) {
-        let (from, _) = rollup::bucket_range(0, lo);
-        let (_, to) = rollup::bucket_range(0, hi);
+    let mut next_new = 0usize;
+    for g in &groups {
+        let mut stored = block::Columns::default();
+        for b in &g.blocks {
+            block::decode_into(&b.data, b.count, &mut stored)?;
+        }
+        // The new points of this group: those within its ranges (both are in step order).
+        let (_, group_hi) = *g.ranges.last().expect("a group has a range");
+        let start = next_new + s.steps[next_new..].partition_point(|&st| st < g.ranges[0].0);
+        let end = start + s.steps[start..].partition_point(|&st| st <= group_hi);
+        next_new = end;
+        let fresh = block::Columns {
+            steps: s.steps[start..end].to_vec(),
+            times: s.times_ms[start..end].to_vec(),
+            values: s.values[start..end].to_vec(),
+        };
+        let merged = stored.overlay(&fresh);
+        for b in &g.blocks {
+            delete.execute(params![id, b.first])?;
+        }
+        for chunk_start in (0..merged.len()).step_by(block::BLOCK_POINTS) {
+            let chunk_end = (chunk_start + block::BLOCK_POINTS).min(merged.len());
+            insert.execute(params![
+                id,
+                merged.steps[chunk_start],
+                merged.steps[chunk_end - 1],
+                (chunk_end - chunk_start) as i64,
+                block::encode(&merged, chunk_start..chunk_end)
+            ])?;
+        }
+        // Level 0: every dirty bucket lies within the group's ranges, whose points are all here.
         let mut current: Option<(i64, Agg)> = None;
-        let mut rows = pts.query(params![id, from, to])?;
-        while let Some(r) = rows.next()? {
-            let step: i64 = r.get(0)?;
+        let mut range = 0usize;
+        for i in 0..merged.len() {
+            let step = merged.steps[i];
+            while range < g.ranges.len() && g.ranges[range].1 < step {
+                range += 1;
+            }
+            if range == g.ranges.len() {
+                break;
+            }
+            if step < g.ranges[range].0 {
+                continue;
+            }
             let b = step >> LEVELS[0];
             match &mut current {
-                Some((cb, agg)) if *cb == b => agg.add(step, r.get(1)?, real(r.get(2)?)),
+                Some((cb, agg)) if *cb == b => agg.add(step, merged.times[i], merged.values[i]),
                 _ => {
                     if let Some((cb, agg)) = current.take() {
                         write(0, cb, &agg)?;
                     }
                     let mut agg = Agg::EMPTY;
-                    agg.add(step, r.get(1)?, real(r.get(2)?));
+                    agg.add(step, merged.times[i], merged.values[i]);
                     current = Some((b, agg));
                 }
             }
@@ -347,7 +442,7 @@ fn update_float_summary(tx: &Transaction, id: i64) -> Result<(), ViewError> {
     }
     tx.prepare_cached(
         "UPDATE series SET count = ?2, n_values = ?3, min = ?4, max = ?5, sum = ?6, first_step = ?7,
-         last_step = ?8, last_value = ?9, last_time_ms = ?10 WHERE id = ?1",
+         last_step = ?8, last_value = ?9, last_time_ms = ?10, last_bits = ?11 WHERE id = ?1",
     )?
     .execute(params![
         id,
@@ -359,7 +454,8 @@ fn update_float_summary(tx: &Transaction, id: i64) -> Result<(), ViewError> {
         total.first_step,
         total.last_step,
         total.last_value,
-        total.last_time_ms
+        total.last_time_ms,
+        special_bits(total.last_value)
     ])?;
     Ok(())
 }
