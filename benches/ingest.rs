@@ -7,7 +7,8 @@
 //! 3. baseline: the same points inserted as plain rows (series, step, time, value) into a SQLite
 //!    table, one transaction per batch of 10,000, with the same durability settings.
 //!
-//! Run: `cargo bench --bench ingest` (`-- --batches N` to change the batches per client).
+//! Run: `cargo bench --bench ingest` (`-- --batches N` to change the batches per client,
+//! `-- --only ingest` to stop after the ingest phase).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -104,6 +105,12 @@ async fn main() {
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(50);
+    // `--only ingest` stops after the ingest phase (for profiling it alone).
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
     let dir = tempfile::tempdir().unwrap();
     let log_url = format!("sqlite://{}/log.db", dir.path().display());
     let log = runstream_log::open(&log_url, "events", 4).await.unwrap();
@@ -163,6 +170,10 @@ async fn main() {
         t.await.unwrap();
     }
     let ingest_rate = total_points as f64 / started.elapsed().as_secs_f64();
+    if only.as_deref() == Some("ingest") {
+        println!("ingest, HTTP protobuf -> durable log: {ingest_rate:>12.0} points/s");
+        return;
+    }
 
     let views = runstream_views::open(&format!("sqlite://{}/views.db", dir.path().display()))
         .await

@@ -49,13 +49,8 @@ impl SqliteLog {
             std::fs::create_dir_all(dir).map_err(|e| LogError::Storage(format!("creating {}: {e}", dir.display())))?;
         }
         let table = format!("log_{topic}");
-        let conn = connect(&path)?;
-        conn.execute_batch(&format!(
-            "CREATE TABLE IF NOT EXISTS topics (name TEXT PRIMARY KEY, partitions INTEGER NOT NULL);
-             CREATE TABLE IF NOT EXISTS {table} (
-                 partition INTEGER NOT NULL, offset INTEGER NOT NULL, payload BLOB NOT NULL,
-                 PRIMARY KEY (partition, offset)) WITHOUT ROWID;"
-        ))?;
+        let mut conn = connect(&path)?;
+        create_or_upgrade(&mut conn, &table)?;
         conn.execute(
             "INSERT OR IGNORE INTO topics (name, partitions) VALUES (?1, ?2)",
             params![topic, partitions],
@@ -100,6 +95,48 @@ impl SqliteLog {
         .await
         .map_err(|e| LogError::Storage(format!("log reader panicked: {e}")))?
     }
+}
+
+/// Creates the topic's table, or moves an older file's table to the current layout.
+///
+/// Records are kept in a rowid table with a separate index on (partition, offset), so finding a
+/// partition's end or a reader's start walks a small index and never the payloads. Files written
+/// before kept records in a `WITHOUT ROWID` table, whose b-tree holds the payloads themselves;
+/// those are copied over once, in one transaction, keeping every position.
+fn create_or_upgrade(conn: &mut Connection, table: &str) -> Result<(), LogError> {
+    let layout = |name: &str| {
+        format!(
+            "CREATE TABLE {name} (
+                 partition INTEGER NOT NULL, offset INTEGER NOT NULL, payload BLOB NOT NULL,
+                 UNIQUE (partition, offset))"
+        )
+    };
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    tx.execute_batch("CREATE TABLE IF NOT EXISTS topics (name TEXT PRIMARY KEY, partitions INTEGER NOT NULL)")?;
+    let existing: Option<String> = tx
+        .query_row(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?1",
+            [table],
+            |r| r.get(0),
+        )
+        .optional()?;
+    match existing {
+        None => tx.execute_batch(&layout(table))?,
+        Some(sql) if sql.to_ascii_uppercase().contains("WITHOUT ROWID") => {
+            tracing::info!(table, "moving log records to the indexed layout");
+            tx.execute_batch(&format!(
+                "{};
+                 INSERT INTO {table}_new (partition, offset, payload)
+                   SELECT partition, offset, payload FROM {table} ORDER BY partition, offset;
+                 DROP TABLE {table};
+                 ALTER TABLE {table}_new RENAME TO {table};",
+                layout(&format!("{table}_new"))
+            ))?;
+        }
+        Some(_) => {}
+    }
+    tx.commit()?;
+    Ok(())
 }
 
 fn read_ends(conn: &Connection, table: &str, partitions: u32) -> Result<Vec<u64>, LogError> {

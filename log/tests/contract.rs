@@ -130,3 +130,50 @@ async fn sqlite_survives_reopen_and_keeps_its_partition_count() {
     assert_eq!(other.end_offsets().await.unwrap(), vec![0]);
     assert!(SqliteLog::open(&path, "bad topic", 1).await.is_err());
 }
+
+/// A file whose records sit in the first layout (a `WITHOUT ROWID` table) opens with every record
+/// at its position, and appends go on after them.
+#[tokio::test]
+async fn sqlite_upgrades_a_log_of_the_first_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.db");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE topics (name TEXT PRIMARY KEY, partitions INTEGER NOT NULL);
+             INSERT INTO topics VALUES ('events', 2);
+             CREATE TABLE log_events (
+                 partition INTEGER NOT NULL, offset INTEGER NOT NULL, payload BLOB NOT NULL,
+                 PRIMARY KEY (partition, offset)) WITHOUT ROWID;
+             INSERT INTO log_events VALUES (0, 0, x'0a'), (0, 1, x'0b'), (1, 0, x'1a');",
+        )
+        .unwrap();
+    }
+    let log = SqliteLog::open(&path, "events", 2).await.unwrap();
+    assert_eq!(log.end_offsets().await.unwrap(), vec![2, 1]);
+    let p0: Vec<_> = log
+        .read(0, 0, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.payload)
+        .collect();
+    assert_eq!(p0, vec![vec![0x0a], vec![0x0b]]);
+    let p1 = partition_for("x", 2);
+    let at = log.append(vec![rec("x", b"new")]).await.unwrap();
+    assert_eq!(at[0].offset, if p1 == 0 { 2 } else { 1 });
+    let sql: String = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("SELECT sql FROM sqlite_master WHERE name = 'log_events'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert!(!sql.to_ascii_uppercase().contains("WITHOUT ROWID"), "{sql}");
+    // Opening again leaves the upgraded table alone.
+    drop(log);
+    let log = SqliteLog::open(&path, "events", 2).await.unwrap();
+    assert_eq!(
+        log.read(p1, 0, 10).await.unwrap().last().unwrap().payload,
+        b"new".to_vec()
+    );
+}
