@@ -9,7 +9,9 @@ use axum::http::{HeaderMap, header};
 use runstream_http::{ApiError, Authenticated, PositionToken, UrlPath, parse_json};
 use runstream_log::AppendRecord;
 use runstream_schema::json::{BatchJson, IngestContext};
-use runstream_schema::{Body as EventBody, Event, EventId, ProjectId, Role, WireBatch, encode_batch};
+use runstream_schema::{
+    Body as EventBody, ClientBytes, Event, EventId, ProjectId, Role, WireBatch, encode_batch, encode_batch_reusing,
+};
 use serde::Serialize;
 
 use crate::{IngestState, now_ms};
@@ -46,14 +48,22 @@ pub(crate) async fn append_events(
                 .events
                 .into_iter()
                 .enumerate()
-                .map(|(i, e)| e.into_event(&ctx).map_err(|err| err.within(&format!("events[{i}]"))))
+                .map(|(i, e)| {
+                    e.into_event(&ctx)
+                        .map(|e| (e, None))
+                        .map_err(|err| err.within(&format!("events[{i}]")))
+                })
                 .collect::<Result<Vec<_>, _>>()?
         }
-        Kind::Protobuf => WireBatch::decode(&bytes)?.into_events(&ctx)?,
+        Kind::Protobuf => WireBatch::decode(bytes)?
+            .into_events(&ctx)?
+            .into_iter()
+            .map(|(e, raw)| (e, Some(raw)))
+            .collect(),
     };
     // A file event may only name a blob this deployment stored for this project, so clients
     // cannot write them directly: the upload endpoint stores the blob and writes the event.
-    if let Some(i) = events.iter().position(|e| matches!(e.body, EventBody::File(_))) {
+    if let Some(i) = events.iter().position(|(e, _)| matches!(e.body, EventBody::File(_))) {
         return Err(ApiError::invalid(
             format!("events[{i}].file"),
             "file events are written by the upload endpoint (PUT /api/v1/projects/{project}/runs/{run}/files/{path})",
@@ -110,11 +120,14 @@ pub(crate) async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> 
     })
 }
 
+/// An event ready to append, with the client's protobuf bytes of it when it came as protobuf.
+pub(crate) type Incoming = (Event, Option<ClientBytes>);
+
 /// Validates batch-level rules, drops events already appended, and appends the rest.
 pub(crate) async fn append(
     st: &IngestState,
     project: &ProjectId,
-    events: Vec<Event>,
+    events: Vec<Incoming>,
 ) -> Result<AppendResponse, ApiError> {
     if events.is_empty() {
         return Err(ApiError::invalid(
@@ -123,7 +136,7 @@ pub(crate) async fn append(
         ));
     }
     let mut first_seen: HashMap<EventId, usize> = HashMap::with_capacity(events.len());
-    for (i, e) in events.iter().enumerate() {
+    for (i, (e, _)) in events.iter().enumerate() {
         if let Some(j) = first_seen.insert(e.id, i) {
             return Err(ApiError::invalid(
                 format!("events[{i}].id"),
@@ -131,13 +144,13 @@ pub(crate) async fn append(
             ));
         }
     }
-    let project_key = events[0].project_key();
-    ensure_runs_exist(st, &project_key, project, &events).await?;
+    let project_key = events[0].0.project_key();
+    ensure_runs_exist(st, &project_key, project, events.iter().map(|(e, _)| e)).await?;
 
     let mut duplicates = Vec::new();
     let mut fresh = Vec::with_capacity(events.len());
     for e in events {
-        match st.recent.get(&e.id) {
+        match st.recent.get(&e.0.id) {
             Some(pos) => duplicates.push(pos),
             None => fresh.push(e),
         }
@@ -146,10 +159,10 @@ pub(crate) async fn append(
     let mut positions = duplicates.clone();
     if !fresh.is_empty() {
         // One record per run keeps a run's events in order on one partition.
-        let mut by_run: Vec<(String, Vec<Event>)> = Vec::new();
+        let mut by_run: Vec<(String, Vec<Incoming>)> = Vec::new();
         let mut index: HashMap<String, usize> = HashMap::new();
         for e in fresh {
-            let key = format!("{project_key}/{}", e.run);
+            let key = format!("{project_key}/{}", e.0.run);
             let i = *index.entry(key.clone()).or_insert_with(|| {
                 by_run.push((key, Vec::new()));
                 by_run.len() - 1
@@ -160,7 +173,7 @@ pub(crate) async fn append(
             .iter()
             .map(|(key, evs)| AppendRecord {
                 key: key.clone(),
-                payload: encode_batch(evs),
+                payload: encode_record(evs),
             })
             .collect();
         let written = st.log.append(records).await?;
@@ -168,10 +181,10 @@ pub(crate) async fn append(
             by_run
                 .iter()
                 .zip(&written)
-                .flat_map(|((_, evs), pos)| evs.iter().map(move |e| (e.id, *pos))),
+                .flat_map(|((_, evs), pos)| evs.iter().map(move |(e, _)| (e.id, *pos))),
         );
         for (_, evs) in &by_run {
-            for e in evs.iter().filter(|e| matches!(e.body, EventBody::RunCreated(_))) {
+            for (e, _) in evs.iter().filter(|(e, _)| matches!(e.body, EventBody::RunCreated(_))) {
                 st.known_runs.insert((project_key.clone(), e.run.to_string()));
             }
         }
@@ -184,15 +197,26 @@ pub(crate) async fn append(
     })
 }
 
+/// One log record's payload: the client's bytes of each event when it sent protobuf (a batch of
+/// points is then copied, not encoded again), else an encoding of the events.
+fn encode_record(events: &[Incoming]) -> Vec<u8> {
+    let reusable: Option<Vec<(&Event, &ClientBytes)>> =
+        events.iter().map(|(e, raw)| raw.as_ref().map(|r| (e, r))).collect();
+    match reusable {
+        Some(pairs) => encode_batch_reusing(&pairs),
+        None => encode_batch(events.iter().map(|(e, _)| e)),
+    }
+}
+
 /// Every event must belong to a run that exists or is created earlier in the same batch.
-pub(crate) async fn ensure_runs_exist(
+pub(crate) async fn ensure_runs_exist<'a>(
     st: &IngestState,
     project_key: &str,
     project: &ProjectId,
-    events: &[Event],
+    events: impl Iterator<Item = &'a Event>,
 ) -> Result<(), ApiError> {
     let mut ok: HashSet<&str> = HashSet::new();
-    for (i, e) in events.iter().enumerate() {
+    for (i, e) in events.enumerate() {
         let run = e.run.as_str();
         if matches!(e.body, EventBody::RunCreated(_)) {
             ok.insert(run);

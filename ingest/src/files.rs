@@ -127,7 +127,7 @@ pub(crate) async fn upload(
         body: EventBody::File(file.clone()),
     };
     event.body.validate().map_err(ApiError::from)?;
-    let resp = append(&st, &project, vec![event]).await?;
+    let resp = append(&st, &project, vec![(event, None)]).await?;
     Ok(Json(serde_json::json!({
         "path": file.path, "step": file.step, "sha256": file.sha256, "size": file.size,
         "blob_key": file.blob_key, "media_type": file.media_type, "event_id": id.to_string(),

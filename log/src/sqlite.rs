@@ -61,9 +61,18 @@ impl SqliteLog {
         let (ends_tx, ends_rx) = watch::channel(ends);
         let (tx, rx) = mpsc::channel(1024);
         let writer_table = table.clone();
+        // Commits only append to the write-ahead log; copying it into the database file (a
+        // checkpoint, with its own fsync) happens on another thread, off the path of an append.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let checkpointer = connect(&path)?;
+        let (committed_tx, committed_rx) = std::sync::mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name(format!("log-checkpoint-{topic}"))
+            .spawn(move || checkpoint_loop(checkpointer, committed_rx))
+            .map_err(|e| LogError::Storage(format!("starting the log checkpointer: {e}")))?;
         std::thread::Builder::new()
             .name(format!("log-writer-{topic}"))
-            .spawn(move || writer_loop(conn, writer_table, partitions, rx, ends_tx))
+            .spawn(move || writer_loop(conn, writer_table, partitions, rx, ends_tx, committed_tx))
             .map_err(|e| LogError::Storage(format!("starting the log writer: {e}")))?;
         Ok(Self {
             path,
@@ -149,12 +158,27 @@ fn read_ends(conn: &Connection, table: &str, partitions: u32) -> Result<Vec<u64>
         .collect()
 }
 
+/// Checkpoints the write-ahead log after commits, a few commits at a time; ends when the writer
+/// does. A passive checkpoint never blocks the writer or readers, and a crash at any point
+/// loses nothing: committed frames stay in the write-ahead log until copied.
+fn checkpoint_loop(conn: Connection, committed: std::sync::mpsc::Receiver<()>) {
+    while committed.recv().is_ok() {
+        // Let a few more commits land, so one checkpoint and one fsync cover them.
+        std::thread::sleep(Duration::from_millis(20));
+        let _ = committed.try_recv();
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "log checkpoint failed; the next commit retries it");
+        }
+    }
+}
+
 fn writer_loop(
     mut conn: Connection,
     table: String,
     partitions: u32,
     mut rx: mpsc::Receiver<(Vec<AppendRecord>, Reply)>,
     ends: watch::Sender<Vec<u64>>,
+    committed: std::sync::mpsc::SyncSender<()>,
 ) {
     while let Some(first) = rx.blocking_recv() {
         let mut group = vec![first];
@@ -172,6 +196,8 @@ fn writer_loop(
                     let _ = reply.send(Ok(pos));
                 }
                 ends.send_replace(new_ends);
+                // Full means a checkpoint is already due.
+                let _ = committed.try_send(());
             }
             Err(e) => {
                 tracing::error!(error = %e, "log append failed");

@@ -177,3 +177,26 @@ async fn sqlite_upgrades_a_log_of_the_first_layout() {
         b"new".to_vec()
     );
 }
+
+/// Appends go to the write-ahead log; a background checkpoint copies them into the database
+/// file soon after, so the write-ahead log does not grow without end.
+#[tokio::test]
+async fn sqlite_checkpoints_in_the_background() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.db");
+    let log = SqliteLog::open(&path, "events", 1).await.unwrap();
+    let big = vec![7u8; 256 * 1024];
+    for _ in 0..8 {
+        log.append(vec![rec("a", &big)]).await.unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let size = std::fs::metadata(&path).unwrap().len();
+        if size > 2 * 1024 * 1024 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "database file still {size} bytes");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(log.read(0, 0, 10).await.unwrap().len(), 8);
+}

@@ -8,9 +8,9 @@ use crate::wire;
 use crate::{DecodeError, EventId, ProjectId, RunId, ValidationError, WorkspaceId};
 
 /// Encodes run events as one `EventBatch`, the payload of one log record.
-pub fn encode_batch(events: &[Event]) -> Vec<u8> {
+pub fn encode_batch<'a>(events: impl IntoIterator<Item = &'a Event>) -> Vec<u8> {
     let batch = wire::EventBatch {
-        events: events.iter().map(to_wire).collect(),
+        events: events.into_iter().map(to_wire).collect(),
     };
     batch.encode_to_vec()
 }
@@ -26,30 +26,87 @@ pub fn decode_batch(bytes: &[u8]) -> Result<Vec<Event>, DecodeError> {
         .collect()
 }
 
+/// An `EventBatch` seen only as the encoded bytes of each event: field 1 is length-delimited
+/// whether read as a message or as bytes, so this decodes any batch by slicing, without copying.
+#[derive(Clone, PartialEq, prost::Message)]
+struct SplitBatch {
+    #[prost(bytes = "bytes", repeated, tag = "1")]
+    events: Vec<prost::bytes::Bytes>,
+}
+
+/// One event exactly as the client encoded it, so that a log record can carry the client's
+/// bytes instead of a re-encoding of them (see [`encode_batch_reusing`]).
+#[derive(Debug, Clone)]
+pub struct ClientBytes(prost::bytes::Bytes);
+
+/// Encodes events as one `EventBatch` that decodes to exactly what [`encode_batch`] would give,
+/// reusing each event's bytes from the client's batch and appending the envelope fields the
+/// server completed. In protobuf the last occurrence of a singular field wins, so the appended
+/// fields are the ones a reader sees; re-encoding every point of a large batch is what this saves.
+pub fn encode_batch_reusing(events: &[(&Event, &ClientBytes)]) -> Vec<u8> {
+    let patches: Vec<Vec<u8>> = events
+        .iter()
+        .map(|(e, _)| {
+            wire::Event {
+                workspace: e.workspace.to_string(),
+                project: e.project.to_string(),
+                ingest_time_ms: e.ingest_time_ms,
+                actor: e.actor.clone(),
+                schema_version: e.schema_version,
+                ..Default::default()
+            }
+            .encode_to_vec()
+        })
+        .collect();
+    let total: usize = events
+        .iter()
+        .zip(&patches)
+        .map(|((_, raw), patch)| {
+            let len = raw.0.len() + patch.len();
+            1 + prost::encoding::encoded_len_varint(len as u64) + len
+        })
+        .sum();
+    let mut out = Vec::with_capacity(total);
+    for ((_, raw), patch) in events.iter().zip(&patches) {
+        prost::encoding::encode_key(1, prost::encoding::WireType::LengthDelimited, &mut out);
+        prost::encoding::encode_varint((raw.0.len() + patch.len()) as u64, &mut out);
+        out.extend_from_slice(&raw.0);
+        out.extend_from_slice(patch);
+    }
+    out
+}
+
 /// A protobuf `EventBatch` as a client sent it, before the server has filled in the envelope.
-pub struct WireBatch(wire::EventBatch);
+pub struct WireBatch {
+    batch: wire::EventBatch,
+    raw: Vec<prost::bytes::Bytes>,
+}
 
 impl WireBatch {
-    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        Ok(Self(wire::EventBatch::decode(bytes)?))
+    pub fn decode(bytes: prost::bytes::Bytes) -> Result<Self, DecodeError> {
+        let batch = wire::EventBatch::decode(bytes.clone())?;
+        let raw = SplitBatch::decode(bytes)?.events;
+        debug_assert_eq!(raw.len(), batch.events.len());
+        Ok(Self { batch, raw })
     }
 
     pub fn len(&self) -> usize {
-        self.0.events.len()
+        self.batch.events.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.events.is_empty()
+        self.batch.events.is_empty()
     }
 
-    /// Validates each event, completing its envelope from the request's context. Envelope fields
-    /// that belong to the server must be left unset by the client.
-    pub fn into_events(self, ctx: &crate::json::IngestContext) -> Result<Vec<Event>, ValidationError> {
-        self.0
+    /// Validates each event, completing its envelope from the request's context, and keeps the
+    /// client's bytes of each. Envelope fields that belong to the server must be left unset.
+    pub fn into_events(self, ctx: &crate::json::IngestContext) -> Result<Vec<(Event, ClientBytes)>, ValidationError> {
+        self.batch
             .events
             .into_iter()
+            .zip(self.raw)
             .enumerate()
-            .map(|(i, mut e)| {
+            .map(|(i, (mut e, raw))| {
                 let at = format!("events[{i}]");
                 if e.ingest_time_ms != 0 {
                     return Err(ValidationError::new(
@@ -87,7 +144,7 @@ impl WireBatch {
                 e.ingest_time_ms = ctx.ingest_time_ms;
                 e.actor = ctx.actor.clone();
                 e.schema_version = crate::SCHEMA_VERSION;
-                from_wire(e).map_err(|err| err.within(&at))
+                Ok((from_wire(e).map_err(|err| err.within(&at))?, ClientBytes(raw)))
             })
             .collect()
     }
@@ -461,9 +518,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn every_body_round_trips_through_protobuf() {
-        let bodies = vec![
+    fn every_body() -> Vec<Body> {
+        vec![
             Body::RunCreated(RunCreated {
                 name: "n".into(),
                 experiment: "e".into(),
@@ -533,10 +589,59 @@ mod tests {
             }),
             Body::RunDeleted,
             Body::RunRestored,
-        ];
-        let events: Vec<Event> = bodies.into_iter().map(sample).collect();
+        ]
+    }
+
+    #[test]
+    fn every_body_round_trips_through_protobuf() {
+        let events: Vec<Event> = every_body().into_iter().map(sample).collect();
         let back = decode_batch(&encode_batch(&events)).unwrap();
         assert_eq!(back, events);
+    }
+
+    /// A record built from the client's bytes decodes to the very events a re-encoding would,
+    /// with the envelope the server completed, whatever the client left unset.
+    #[test]
+    fn records_reusing_client_bytes_decode_like_re_encoded_ones() {
+        let client: Vec<wire::Event> = every_body()
+            .into_iter()
+            .enumerate()
+            .map(|(i, b)| {
+                let mut w = to_wire(&sample(b));
+                w.ingest_time_ms = 0;
+                w.actor.clear();
+                w.schema_version = 0;
+                // Some events name the workspace and project (as the request does), some do not.
+                if i % 2 == 0 {
+                    w.workspace.clear();
+                    w.project.clear();
+                }
+                w
+            })
+            .collect();
+        let body = wire::EventBatch { events: client }.encode_to_vec();
+        let ctx = crate::json::IngestContext {
+            workspace: WorkspaceId::new("ws").unwrap(),
+            project: ProjectId::new("p").unwrap(),
+            actor: "bob".into(),
+            ingest_time_ms: 1_800_000_000_000,
+        };
+        let pairs = WireBatch::decode(body.into()).unwrap().into_events(&ctx).unwrap();
+        let events: Vec<Event> = pairs.iter().map(|(e, _)| e.clone()).collect();
+        assert!(events.iter().all(|e| e.actor == "bob"
+            && e.ingest_time_ms == 1_800_000_000_000
+            && e.workspace.as_str() == "ws"
+            && e.schema_version == crate::SCHEMA_VERSION));
+        let reused = encode_batch_reusing(&pairs.iter().map(|(e, raw)| (e, raw)).collect::<Vec<_>>());
+        assert_eq!(decode_batch(&reused).unwrap(), events);
+        assert_eq!(
+            decode_batch(&reused).unwrap(),
+            decode_batch(&encode_batch(&events)).unwrap()
+        );
+        // A subset, as when some events of a request were duplicates.
+        let some: Vec<_> = pairs.iter().step_by(3).map(|(e, raw)| (e, raw)).collect();
+        let want: Vec<Event> = events.iter().step_by(3).cloned().collect();
+        assert_eq!(decode_batch(&encode_batch_reusing(&some)).unwrap(), want);
     }
 
     #[test]

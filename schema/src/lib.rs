@@ -12,7 +12,9 @@ pub mod json;
 pub mod names;
 mod wire;
 
-pub use convert::{WireBatch, decode_batch, decode_registry, encode_batch, encode_registry};
+pub use convert::{
+    ClientBytes, WireBatch, decode_batch, decode_registry, encode_batch, encode_batch_reusing, encode_registry,
+};
 pub use error::{DecodeError, ValidationError};
 pub use event::*;
 pub use names::{EventId, ProjectId, RunId, WorkspaceId};
