@@ -147,6 +147,8 @@ class Server:
         """Polls until the views hold ``count`` points of a series (writes by another process)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if count <= 0:
+                return
             status, body, _ = self.request(f"/api/v1/projects/{PROJECT}/runs/{run}")
             if status == 200:
                 m = json.loads(body).get("metrics", {}).get(series)

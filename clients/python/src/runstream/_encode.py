@@ -6,8 +6,8 @@ strings ``"NaN"``, ``"Infinity"`` and ``"-Infinity"`` the server reads.
 
 Event ids are client-generated UUIDs, the server's idempotency key. Drawing a random UUID per
 event costs more than the rest of a logging call, so a writer draws 80 random bits once and
-counts events in the last 48 bits: ids stay unique across processes and restarts at the cost of
-one increment per event.
+counts in the last 48 bits: ids stay unique across processes and restarts at the cost of one
+increment per call.
 """
 
 from __future__ import annotations
@@ -48,26 +48,32 @@ def float_value(v: float) -> float | str:
 
 
 class EventIds:
-    """Unique event ids: a random 80-bit prefix per instance and a 48-bit counter."""
+    """Unique event ids: 80 random bits per instance, a 40-bit call number, an 8-bit index.
 
-    __slots__ = ("prefix", "_counter")
+    One logging call takes one call number and numbers its events 0..255 within it, so a call
+    that writes ten events pays for one counter increment.
+    """
+
+    __slots__ = ("prefix", "_calls")
 
     def __init__(self) -> None:
         r = bytearray(os.urandom(10))
         r[6] = (r[6] & 0x0F) | 0x40  # version 4
         r[8] = (r[8] & 0x3F) | 0x80  # RFC 4122 variant
         h = r.hex()
-        #: ``xxxxxxxx-xxxx-4xxx-yxxx-``; append 12 hex digits to make an id.
+        #: ``xxxxxxxx-xxxx-4xxx-yxxx-``; 12 more hex digits make an id.
         self.prefix = f"{h[0:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-"
-        # Start at 1: an all-zero id is refused, and this keeps the counter part non-zero too.
-        self._counter = itertools.count(1)
+        self._calls = itertools.count(1)  # thread-safe under the GIL
+
+    def next_call(self) -> int:
+        return next(self._calls)
+
+    def id(self, call: int, index: int) -> str:
+        return f"{self.prefix}{call:010x}{index:02x}"
 
     def next(self) -> str:
-        return f"{self.prefix}{next(self._counter):012x}"
-
-    def next_number(self) -> int:
-        """The next counter value; ``f"{prefix}{n:012x}"`` is its id (for inlined fast paths)."""
-        return next(self._counter)
+        """An id for a call that writes one event."""
+        return f"{self.prefix}{next(self._calls):010x}00"
 
 
 def dumps(obj: Any) -> str:

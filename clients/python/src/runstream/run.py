@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import mimetypes
 import os
 import sys
@@ -30,6 +31,7 @@ from ._encode import (
     dumps,
     flatten_attributes,
     flatten_metrics,
+    float_json,
 )
 from ._validate import (
     MAX_NAME_LEN,
@@ -46,14 +48,16 @@ from ._validate import (
     time_ms,
 )
 from .progress import ProgressBar, human_bytes, quiet
-from .sender import BackgroundSender, Sender, _warn
+from .sender import Delivery, ProcessDelivery, Sender, ThreadDelivery
 from .spool import SpoolReader, SpoolWriter, default_root, run_dir
 from .transport import Transport, TransportError
 
 log = logging.getLogger("runstream")
+_isfinite = math.isfinite
 
 Mode = Literal["online", "offline"]
-_SPECIAL = {"nan": '"NaN"', "inf": '"Infinity"', "-inf": '"-Infinity"'}
+#: Value types the fast path writes with ``repr`` as they are (bool is not one: repr(True)).
+_PLAIN = frozenset({float, int})
 _TERMINAL = ("finished", "failed", "aborted")
 _ARTIFACT_KINDS = ("dataset", "model", "code", "run", "other")
 
@@ -84,6 +88,7 @@ class Run:
         spool_root: Path,
         create: dict[str, Any] | None,
         flush_timeout: float,
+        sender: Literal["process", "thread"] = "process",
     ) -> None:
         self.project = project
         self.id = run_id
@@ -96,23 +101,29 @@ class Run:
         self._next_step = 0
         self._line_steps: dict[str, int] = {}
         self._file_steps: dict[str, int] = {}
-        self._frags: dict[str, str] = {}
+        self._templates: dict[tuple[Any, ...], str] = {}
+        self._checked_names: set[str] = set()
         self._state: str | None = None
         self._run_json = json.dumps(run_id)
         self._writer = SpoolWriter(
             self.spool_dir,
             {"url": url or "", "project": project, "run": run_id, "created_ms": _now_ms()},
         )
-        self._sender: BackgroundSender | None = None
+        self._sender: Delivery | None = None
         self._monitor: _Monitor | None = None
         if create is not None:
             self._emit("run_created", create)
         self._emit("run_state", {"state": "running"})
         if mode == "online":
             assert url is not None
-            bg = BackgroundSender(Sender(self.spool_dir, Transport(url, token), project, run_id))
-            if bg.start():
-                self._sender = bg
+            delivery: Delivery
+            if sender == "thread":
+                delivery = ThreadDelivery(Sender(self.spool_dir, Transport(url, token), project, run_id,
+                                                 max_batch_bytes=1 << 20))
+            else:
+                delivery = ProcessDelivery(self.spool_dir, url, token, project, run_id, flush_timeout)
+            if delivery.start():
+                self._sender = delivery
 
     # ---- representation ------------------------------------------------------------------------
 
@@ -148,72 +159,104 @@ class Run:
 
     # ---- metrics -------------------------------------------------------------------------------
 
-    def _series_fragment(self, name: str) -> str:
-        frag = self._frags.get(name)
-        if frag is None:
-            check_path("metric name", name)
-            frag = f'","run":{self._run_json},"float_points":{{"series":{dumps(name)},"steps":['
-            self._frags[name] = frag
-        return frag
-
     def log(self, metrics: Mapping[str, Any], step: int | None = None, time: Any = None) -> None:
         """Logs a dict of metrics (nested dicts become ``a/b`` names) at one step.
 
         ``step`` defaults to one past the last step logged; ``time`` (seconds since the epoch,
         or a datetime) to now. Values are numbers: int, float (NaN and infinities included),
-        numpy scalars, 0-d arrays and tensors.
+        bool, numpy scalars, 0-d arrays and tensors.
         """
         if self._state is not None:
             self._check_open()
         if type(metrics) is not dict and not isinstance(metrics, Mapping):
             raise TypeError(f"metrics must be a dict of name to number, not {type(metrics).__name__}")
         t = int(_time.time() * 1000) if time is None else time_ms(time)
-        frags = self._frags
-        prefix = self._ids.prefix
-        counter = self._ids._counter
+        # Fast path: a set of names seen before with plain finite numbers. The names were checked
+        # and encoded into a format template the first time; all that is left is in C.
+        template = self._templates.get(tuple(metrics))
+        if template is not None:
+            values = metrics.values()
+            try:
+                fast = _PLAIN.issuperset(map(type, values)) and all(map(_isfinite, values))
+            except OverflowError:  # an int too large for a double
+                fast = False
+            if fast:
+                with self._lock:
+                    if step is None:
+                        step = self._next_step
+                    elif type(step) is not int or not 0 <= step <= MAX_STEP:
+                        step = check_step(step)
+                    self._writer.write(template.format(self._ids.next_call(), step, t, *values).encode())
+                    self._next_step = step + 1
+                return
+        self._log_slow(metrics, step, t)
+
+    def _log_slow(self, metrics: Mapping[str, Any], step: int | None, t: int) -> None:
+        """Checks and encodes what the fast path does not take: new names, other value types,
+        NaN and infinities, nested dicts. Raises before anything is written."""
+        pairs: list[tuple[str, float]] = []
+        nested = False
+        for k, v in metrics.items():
+            if not isinstance(k, str):
+                raise TypeError(f"metric names must be str, not {type(k).__name__} ({k!r})")
+            if isinstance(v, Mapping):
+                nested = True
+                pairs.extend((name, metric_value(name, x)) for name, x in flatten_metrics(v, k))
+            else:
+                pairs.append((k, metric_value(k, v)))
+        for name, _ in pairs:
+            if name not in self._checked_names:
+                check_path("metric name", name)
+        if step is not None:
+            step = check_step(step)
+        if not pairs:
+            return
         with self._lock:
             if step is None:
                 step = self._next_step
-            elif type(step) is not int or not 0 <= step <= MAX_STEP:
-                step = check_step(step)
-            mid = f'{step}],"times_ms":[{t}],"values":['
-            parts = []
-            for k, v in metrics.items():
-                frag = frags.get(k)
-                if frag is not None and type(v) is float:
-                    s = repr(v)
-                    if s[-1] > "9":
-                        s = _SPECIAL[s]
-                    parts.append(f'{{"id":"{prefix}{next(counter):012x}{frag}{mid}{s}]}}}}')
-                else:
-                    self._slow_points(parts, k, v, mid)
-            if not parts:
-                return
-            self._writer.write(('{"events":[' + ",".join(parts) + "]}\n").encode())
+            self._write_points(pairs, step, t)
             self._next_step = step + 1
+        for name, _ in pairs:
+            self._checked_names.add(name)
+        if not nested and len(pairs) <= 256 and len(self._templates) < 1024:
+            self._templates[tuple(metrics)] = self._template([name for name, _ in pairs])
 
-    def _slow_points(self, parts: list[str], name: Any, value: Any, mid: str) -> None:
-        """Encodes what the fast path does not take: new names, non-floats, nested dicts."""
-        if not isinstance(name, str):
-            raise TypeError(f"metric names must be str, not {type(name).__name__} ({name!r})")
-        pairs = flatten_metrics(value, name) if isinstance(value, Mapping) else [(name, value)]
-        for k, v in pairs:
-            frag = self._series_fragment(k)
-            s = repr(metric_value(k, v))
-            if s[-1] > "9":
-                s = _SPECIAL[s]
-            parts.append(f'{{"id":"{self._ids.next()}{frag}{mid}{s}]}}}}')
+    def _write_points(self, pairs: list[tuple[str, float]], step: int, t: int) -> None:
+        parts = []
+        call = self._ids.next_call()
+        head = f'","run":{self._run_json},"float_points":{{"series":'
+        tail = f',"steps":[{step}],"times_ms":[{t}],"values":['
+        for i, (name, v) in enumerate(pairs):
+            if i and i % 256 == 0:
+                call = self._ids.next_call()
+            parts.append(
+                f'{{"id":"{self._ids.id(call, i % 256)}{head}{dumps(name)}{tail}{float_json(v)}]}}}}'
+            )
+        self._writer.write(('{"events":[' + ",".join(parts) + "]}\n").encode())
+
+    def _template(self, names: list[str]) -> str:
+        """A ``str.format`` template of one line: ``{0}`` call number, ``{1}`` step, ``{2}``
+        time, ``{3}``... the values (``!r``: the shortest exact decimal)."""
+
+        def esc(s: str) -> str:
+            return s.replace("{", "{{").replace("}", "}}")
+
+        run = esc(self._run_json)
+        parts = [
+            '{{"id":"' + self._ids.prefix + "{0:010x}" + f"{i:02x}" + '","run":' + run
+            + ',"float_points":{{"series":' + esc(dumps(name))
+            + ',"steps":[{1}],"times_ms":[{2}],"values":[{' + str(i + 3) + "!r}]}}}}"
+            for i, name in enumerate(names)
+        ]
+        return '{{"events":[' + ",".join(parts) + "]}}\n"
 
     def _log_system(self, metrics: dict[str, float], step: int) -> None:
         """System metrics: their own step counter, so user steps are not moved."""
         if not metrics or self._state is not None:
             return
-        mid = f'{step}],"times_ms":[{_now_ms()}],"values":['
-        parts: list[str] = []
+        pairs = [(k, float(v)) for k, v in metrics.items()]
         with self._lock:
-            for k, v in metrics.items():
-                self._slow_points(parts, k, v, mid)
-            self._writer.write(('{"events":[' + ",".join(parts) + "]}\n").encode())
+            self._write_points(pairs, step, _now_ms())
 
     # ---- attributes and tags -------------------------------------------------------------------
 
@@ -451,19 +494,19 @@ class Run:
             self._say(f"runstream: run {self.id} is kept in {self.spool_dir}{where}; upload it with: "
                       f"runstream-sync {self.spool_dir}")
             return False
-        sender = self._sender.sender
-        total = sender.pending_bytes()
+        delivery = self._sender
+        total = delivery.pending_bytes()
         bar = ProgressBar(f"runstream: sending run {self.id}", total) if total and not quiet() else None
-        ok = self._sender.close(timeout, (lambda: bar.update(total - sender.pending_bytes())) if bar else None)
+        ok = delivery.close(timeout, (lambda: bar.update(total - delivery.pending_bytes())) if bar else None)
         if bar is not None:
-            bar.update(total - sender.pending_bytes())
+            bar.update(total - delivery.pending_bytes())
             bar.close()
         if ok:
             if os.environ.get("RUNSTREAM_KEEP_SPOOL", "") not in ("1", "true", "yes"):
                 _remove_spool(self.spool_dir)
             return True
         nbytes, nlines = SpoolReader(self.spool_dir).pending()
-        why = f" ({sender.blocked})" if sender.blocked else f" within {timeout:g} s"
+        why = f" ({delivery.blocked})" if delivery.blocked else f" within {timeout:g} s"
         self._say(
             f"runstream: {nlines} spooled line(s) ({human_bytes(nbytes)}) of run {self.id} were not "
             f"delivered{why}; they are kept in {self.spool_dir}. Upload them with: "
@@ -473,26 +516,28 @@ class Run:
 
     def flush(self, timeout: float = 60.0) -> bool:
         """Waits until everything logged so far is delivered; False if ``timeout`` s pass first."""
-        if self._sender is None or not self._sender.alive:
+        delivery = self._sender
+        if delivery is None or not delivery.alive:
             return False
         with self._lock:
             target = (self._writer.segment, self._writer.size)
-        sender = self._sender.sender
-        sender.wake.set()
+        delivery.nudge()
         deadline = _time.monotonic() + timeout
+        pause = 0.002
         while _time.monotonic() < deadline:
-            p = sender.reader.progress
+            p = delivery.progress()
             if p.inflight is None and (p.segment, p.offset) >= target:
                 return True
-            if sender.blocked or not self._sender.alive:
+            if delivery.blocked or not delivery.alive:
                 return False
-            _time.sleep(0.01)
+            _time.sleep(pause)
+            pause = min(pause * 2, 0.05)
         return False
 
     @property
     def last_position(self) -> str:
         """The position token of the last write the server acknowledged (for ``min_position``)."""
-        return self._sender.sender.stats.last_position if self._sender else ""
+        return self._sender.last_position if self._sender else ""
 
     @staticmethod
     def _say(message: str) -> None:
@@ -619,6 +664,7 @@ def init(
     system_metrics_interval: float = 15.0,
     flush_timeout: float | None = None,
     handle_exit: bool = True,
+    sender: Literal["process", "thread"] | None = None,
 ) -> Run:
     """Starts a run (or resumes ``run_id``) and returns it.
 
@@ -634,6 +680,9 @@ def init(
 
     With ``handle_exit`` the run is finished when the interpreter exits: failed on an uncaught
     exception, aborted on KeyboardInterrupt or SIGTERM, finished otherwise.
+
+    ``sender`` (default ``RUNSTREAM_SENDER`` or ``"process"``) chooses where delivery runs: a
+    child process, so it never competes with training for the GIL, or a thread of this process.
     """
     project = check_id("project", project or os.environ.get("RUNSTREAM_PROJECT") or "default")
     mode = mode or os.environ.get("RUNSTREAM_MODE") or "online"  # type: ignore[assignment]
@@ -659,6 +708,9 @@ def init(
     root = Path(spool_dir) if spool_dir is not None else default_root()
     timeout = flush_timeout if flush_timeout is not None else _env_float("RUNSTREAM_FLUSH_TIMEOUT", 60.0)
 
+    sender = sender or os.environ.get("RUNSTREAM_SENDER") or "process"  # type: ignore[assignment]
+    if sender not in ("process", "thread"):
+        raise ValidationError(f"sender: {sender!r} is not 'process' or 'thread'")
     resumed = run_id is not None
     if run_id is None:
         run_id = uuid.uuid4().hex
@@ -685,6 +737,7 @@ def init(
         spool_root=root,
         create=create,
         flush_timeout=timeout,
+        sender=sender,  # type: ignore[arg-type]
     )
     if resumed and create is None and name is not None:
         run["sys/name"] = name

@@ -18,6 +18,8 @@ import json
 import logging
 import os
 import random
+import subprocess
+import sys
 import threading
 import time
 import warnings
@@ -26,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .spool import BLOBS, SpoolLock, SpoolReader, Unit, list_segments, segment_name, SEGMENTS
+from .spool import BLOBS, SEGMENTS, Progress, SpoolLock, SpoolReader, Unit, list_segments, segment_name
 from .transport import Response, Transport, TransportError
 
 log = logging.getLogger("runstream")
@@ -294,41 +296,53 @@ class Sender:
                     self.wake.clear()
 
     def pending_bytes(self) -> int:
-        """Bytes written to the spool and not yet delivered (from file sizes; no reading)."""
-        p = self.reader.progress
-        start = p.inflight[1] if p.inflight else p.offset
-        total = 0
-        for seg in list_segments(self.dir):
-            if seg < p.segment:
-                continue
-            try:
-                size = (self.dir / SEGMENTS / segment_name(seg)).stat().st_size
-            except FileNotFoundError:
-                continue
-            total += size - (start if seg == p.segment else 0)
-            if seg == p.segment:
-                total += self._pending_blob_bytes()
-        return total
-
-    def _pending_blob_bytes(self) -> int:
-        total = 0
-        try:
-            with os.scandir(self.dir / BLOBS) as it:
-                for e in it:
-                    total += e.stat().st_size
-        except FileNotFoundError:
-            pass
-        return total
+        return pending_bytes(self.dir, self.reader.progress)
 
 
-class BackgroundSender:
-    """The sender thread of a live run: holds the spool lock and sends until the run closes."""
+class Delivery:
+    """What a run needs from whatever delivers its spool in the background."""
+
+    dir: Path
+    blocked: str | None
+    last_position: str
+
+    def start(self) -> bool:
+        raise NotImplementedError
+
+    @property
+    def alive(self) -> bool:
+        raise NotImplementedError
+
+    def progress(self) -> Progress:
+        return Progress.load(self.dir)
+
+    def pending_bytes(self) -> int:
+        return pending_bytes(self.dir, self.progress())
+
+    def nudge(self) -> None:
+        """Asks for an attempt now rather than after the current backoff (best effort)."""
+
+    def close(self, timeout: float, on_progress: Callable[[], None] | None = None) -> bool:
+        raise NotImplementedError
+
+
+class ThreadDelivery(Delivery):
+    """Delivery in a daemon thread of the training process (shares its GIL)."""
 
     def __init__(self, sender: Sender) -> None:
         self.sender = sender
+        self.dir = sender.dir
         self.lock = SpoolLock(sender.dir)
         self._closing = threading.Event()
         self._thread: threading.Thread | None = None
+
+    @property
+    def blocked(self) -> str | None:  # type: ignore[override]
+        return self.sender.blocked
+
+    @property
+    def last_position(self) -> str:  # type: ignore[override]
+        return self.sender.stats.last_position
 
     def start(self) -> bool:
         if not self.lock.acquire():
@@ -353,6 +367,12 @@ class BackgroundSender:
         finally:
             self.sender.transport.close()
             self.lock.release()
+
+    def progress(self) -> Progress:
+        return self.sender.reader.progress
+
+    def nudge(self) -> None:
+        self.sender.wake.set()
 
     def close(self, timeout: float, on_progress: Callable[[], None] | None = None) -> bool:
         """Asks the thread to send what is left and end; waits at most ``timeout`` seconds."""
@@ -379,6 +399,119 @@ class BackgroundSender:
     @property
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
+
+
+class ProcessDelivery(Delivery):
+    """Delivery in a child process, so that parsing, merging and HTTP never take the training
+    process's GIL.
+
+    The child holds the spool lock and reports warnings, positions and a blocked state as JSON
+    lines on its stdout. Closing its stdin (which the kernel also does when the training process
+    dies, even by SIGKILL) tells it to deliver what is left, for at most ``linger`` seconds, and
+    exit. It runs in its own session, so a Ctrl-C meant for training does not stop delivery.
+    """
+
+    def __init__(self, directory: Path, url: str, token: str | None, project: str, run: str,
+                 linger: float) -> None:
+        self.dir = Path(directory)
+        self.url, self.token, self.project, self.run = url, token, project, run
+        self.linger = linger
+        self.blocked: str | None = None
+        self.last_position = ""
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._reader: threading.Thread | None = None
+
+    def start(self) -> bool:
+        env = dict(os.environ)
+        env.pop("RUNSTREAM_TOKEN", None)
+        if self.token:
+            env["RUNSTREAM_SENDER_TOKEN"] = self.token
+        src = str(Path(__file__).resolve().parents[1])
+        env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "runstream._sender_main", str(self.dir), self.url, self.project,
+                 self.run, str(self.linger)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, env=env,
+                start_new_session=True, close_fds=True,
+            )
+        except OSError as e:
+            _warn(f"runstream: cannot start the sender process ({e}); the run is kept in {self.dir} "
+                  "for runstream-sync")
+            return False
+        self._reader = threading.Thread(target=self._read, name=f"runstream-sender-{self.run}", daemon=True)
+        self._reader.start()
+        return True
+
+    def _read(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        for raw in self._proc.stdout:
+            try:
+                msg = json.loads(raw)
+            except ValueError:
+                continue
+            if "position" in msg:
+                self.last_position = msg["position"]
+            if "blocked" in msg:
+                self.blocked = msg["blocked"]
+            if "warning" in msg:
+                _warn(msg["warning"])
+            if "info" in msg:
+                log.info(msg["info"])
+
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def close(self, timeout: float, on_progress: Callable[[], None] | None = None) -> bool:
+        p = self._proc
+        if p is None:
+            return False
+        try:
+            assert p.stdin is not None
+            p.stdin.close()
+        except OSError:
+            pass
+        deadline = time.monotonic() + timeout
+        while p.poll() is None and time.monotonic() < deadline:
+            try:
+                p.wait(0.1)
+            except subprocess.TimeoutExpired:
+                pass
+            if on_progress is not None:
+                on_progress()
+        if p.poll() is None:
+            # Progress is recorded after every unit, so stopping it now loses nothing.
+            p.terminate()
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        if self._reader is not None:
+            self._reader.join(2.0)
+        return p.returncode == 0 and self.blocked is None
+
+
+def pending_bytes(directory: Path, p: Progress) -> int:
+    """Bytes written to a spool and not yet delivered (from file sizes; no reading)."""
+    start = p.inflight[1] if p.inflight else p.offset
+    total = 0
+    for seg in list_segments(directory):
+        if seg < p.segment:
+            continue
+        try:
+            size = (directory / SEGMENTS / segment_name(seg)).stat().st_size
+        except FileNotFoundError:
+            continue
+        total += size - (start if seg == p.segment else 0)
+    try:
+        with os.scandir(directory / BLOBS) as it:
+            for e in it:
+                total += e.stat().st_size
+    except FileNotFoundError:
+        pass
+    return total
 
 
 def _warn(message: str) -> None:

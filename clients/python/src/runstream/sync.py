@@ -11,6 +11,7 @@ import argparse
 import os
 import shutil
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,9 +78,17 @@ def sync_run(
         result.skipped = "no server url: pass --url or set RUNSTREAM_URL"
         return result
     lock = SpoolLock(directory)
-    if not lock.acquire():
-        result.skipped = f"process {lock.holder()} is sending it"
-        return result
+    # A run's own sender may still be delivering (its training process just ended): let it.
+    deadline = time.monotonic() + retry_for
+    told = False
+    while not lock.acquire():
+        if time.monotonic() >= deadline:
+            result.skipped = f"process {lock.holder()} is sending it"
+            return result
+        if progress and not told:
+            print(f"{project}/{run}: waiting for process {lock.holder()}, which is sending it", file=sys.stderr)
+            told = True
+        time.sleep(0.2)
     transport = Transport(target, token if token is not None else os.environ.get("RUNSTREAM_TOKEN"))
     try:
         sender = Sender(directory, transport, project, run)
@@ -138,7 +147,8 @@ def main(argv: list[str] | None = None, prog: str = "runstream-sync") -> int:
     ap.add_argument("--url", help="server url (default: $RUNSTREAM_URL, else the url the run was started with)")
     ap.add_argument("--token", help="API token (default: $RUNSTREAM_TOKEN)")
     ap.add_argument("--retry-for", type=float, default=60.0, metavar="SECONDS",
-                    help="give up on a run after this long without progress (default 60)")
+                    help="give up on a run after this long without progress, or after waiting this "
+                         "long for another process that is sending it (default 60)")
     ap.add_argument("--keep", action="store_true", help="keep delivered run directories")
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
@@ -162,6 +172,8 @@ def main(argv: list[str] | None = None, prog: str = "runstream-sync") -> int:
             continue
         line = (f"{d}: {r.delivered_events} events and {r.delivered_files} files delivered"
                 f" ({r.duplicates} already there)")
+        if r.position:
+            line += f", position {r.position}"
         if r.rejected_lines:
             line += f", {r.rejected_lines} lines refused (see rejected.jsonl)"
         if r.skipped:
