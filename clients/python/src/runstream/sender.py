@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import random
+import re
 import subprocess
 import sys
 import threading
@@ -58,6 +59,42 @@ class SendStats:
     positions: list[str] = field(default_factory=list)
 
 
+# One event exactly as ``Run.log`` writes it: one point of one series, with its time.
+_NUM = rb'(?:-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?|"NaN"|"Infinity"|"-Infinity")'
+_EVENT = (
+    rb'\{"id":"[0-9a-fA-F-]{32,36}","run":"[A-Za-z0-9._-]+","float_points":\{"series":"(?:[^"\\\x00-\x1f]|\\.)*",'
+    rb'"steps":\[\d+\],"times_ms":\[\d+\],"values":\[' + _NUM + rb'\]\}\}'
+)
+_LINE_RE = re.compile(rb'\{"events":\[' + _EVENT + rb"(?:," + _EVENT + rb")*\]\}\n?")
+_SERIES_RE = re.compile(rb'"run":("[^"]*"),"float_points":\{"series":("(?:[^"\\]|\\.)*")')
+_ID_RE = re.compile(rb'\{"id":"([^"]*)"')
+_STEP_RE = re.compile(rb'"steps":\[(\d+)\]')
+_TIME_RE = re.compile(rb'"times_ms":\[(\d+)\]')
+_VALUE_RE = re.compile(rb'"values":\[([^\]]*)\]')
+
+
+class _Column:
+    """The merged points of one series: JSON tokens, passed through as the writer wrote them."""
+
+    __slots__ = ("id", "run", "kind", "column", "series", "steps", "times", "values")
+
+    def __init__(self, id_: bytes, run: bytes, kind: bytes, column: bytes, series: bytes) -> None:
+        self.id, self.run, self.kind, self.column, self.series = id_, run, kind, column, series
+        self.steps: list[bytes] = []
+        self.times: list[bytes] = []
+        self.values: list[bytes] = []
+
+    def encode(self) -> bytes:
+        return b'{"id":"%s","run":%s,"%s":{"series":%s,"steps":[%s],"times_ms":[%s],"%s":[%s]}}' % (
+            self.id, self.run, self.kind, self.series, b",".join(self.steps), b",".join(self.times),
+            self.column, b",".join(self.values),
+        )
+
+
+def _token(v: Any) -> bytes:
+    return json.dumps(v, ensure_ascii=False, separators=(",", ":")).encode()
+
+
 def merge_lines(lines: list[bytes]) -> tuple[bytes, int]:
     """One POST body from event lines, points of a series merged into columns; (body, events).
 
@@ -65,33 +102,59 @@ def merge_lines(lines: list[bytes]) -> tuple[bytes, int]:
     per point are folded into the first such event of their series, in order; every other event
     is kept as written. Only order within a series matters to the server, and the first event of
     a run (``run_created``) stays ahead of everything else of that run.
+
+    Runs of lines in the layout ``Run.log`` writes, naming the same series, are merged with
+    regular expressions and slices, without decoding a number: the values reach the server as
+    the very tokens the training process wrote. Any other line is decoded as JSON.
     """
-    batches = json.loads(b"[" + b",".join(lines) + b"]")
-    events: list[dict[str, Any]] = []
-    heads: dict[tuple[str, str, str], dict[str, Any]] = {}
-    for batch in batches:
-        for ev in batch["events"]:
+    out: list[bytes | _Column] = []
+    heads: dict[tuple[bytes, bytes, bytes], _Column] = {}
+
+    def column(key: tuple[bytes, bytes, bytes], id_: bytes, column_name: bytes) -> _Column:
+        c = heads.get(key)
+        if c is None:
+            c = heads[key] = _Column(id_, key[0], key[1], column_name, key[2])
+            out.append(c)
+        return c
+
+    i, n = 0, len(lines)
+    while i < n:
+        line = lines[i]
+        if _LINE_RE.fullmatch(line):
+            shape = _SERIES_RE.findall(line)
+            if len(set(shape)) == len(shape):
+                j = i + 1
+                while j < n and _LINE_RE.fullmatch(lines[j]) and _SERIES_RE.findall(lines[j]) == shape:
+                    j += 1
+                block = b"".join(lines[i:j])
+                steps, times, values = _STEP_RE.findall(block), _TIME_RE.findall(block), _VALUE_RE.findall(block)
+                ids = _ID_RE.findall(line)
+                k = len(shape)
+                for idx, (run, series) in enumerate(shape):
+                    c = column((run, b"float_points", series), ids[idx], b"values")
+                    c.steps += steps[idx::k]
+                    c.times += times[idx::k]
+                    c.values += values[idx::k]
+                i = j
+                continue
+        for ev in json.loads(line)["events"]:
             if len(ev) == 3:
-                kind, column = "float_points", "values"
+                kind, col = "float_points", "values"
                 body = ev.get(kind)
                 if body is None:
-                    kind, column = "string_lines", "lines"
+                    kind, col = "string_lines", "lines"
                     body = ev.get(kind)
                 if body is not None and len(body.get("times_ms") or ()) == len(body["steps"]):
-                    key = (ev["run"], kind, body["series"])
-                    head = heads.get(key)
-                    if head is None:
-                        heads[key] = ev
-                        events.append(ev)
-                    else:
-                        hb = head[kind]
-                        hb["steps"].extend(body["steps"])
-                        hb["times_ms"].extend(body["times_ms"])
-                        hb[column].extend(body[column])
+                    c = column((_token(ev["run"]), kind.encode(), _token(body["series"])),
+                               ev["id"].encode(), col.encode())
+                    c.steps += [b"%d" % s for s in body["steps"]]
+                    c.times += [b"%d" % t for t in body["times_ms"]]
+                    c.values += [_token(v) for v in body[col]]
                     continue
-            events.append(ev)
-    body = json.dumps({"events": events}, separators=(",", ":"), ensure_ascii=False)
-    return body.encode("utf-8"), len(events)
+            out.append(_token(ev))
+        i += 1
+    body = b'{"events":[' + b",".join(x if isinstance(x, bytes) else x.encode() for x in out) + b"]}"
+    return body, len(out)
 
 
 class Sender:
