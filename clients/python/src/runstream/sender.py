@@ -68,9 +68,7 @@ _EVENT = (
 _LINE_RE = re.compile(rb'\{"events":\[' + _EVENT + rb"(?:," + _EVENT + rb")*\]\}\n?")
 _SERIES_RE = re.compile(rb'"run":("[^"]*"),"float_points":\{"series":("(?:[^"\\]|\\.)*")')
 _ID_RE = re.compile(rb'\{"id":"([^"]*)"')
-_STEP_RE = re.compile(rb'"steps":\[(\d+)\]')
-_TIME_RE = re.compile(rb'"times_ms":\[(\d+)\]')
-_VALUE_RE = re.compile(rb'"values":\[([^\]]*)\]')
+_POINT_RE = re.compile(rb'"steps":\[(\d+)\],"times_ms":\[(\d+)\],"values":\[([^\]]*)\]')
 
 
 class _Column:
@@ -126,15 +124,15 @@ def merge_lines(lines: list[bytes]) -> tuple[bytes, int]:
                 j = i + 1
                 while j < n and _LINE_RE.fullmatch(lines[j]) and _SERIES_RE.findall(lines[j]) == shape:
                     j += 1
-                block = b"".join(lines[i:j])
-                steps, times, values = _STEP_RE.findall(block), _TIME_RE.findall(block), _VALUE_RE.findall(block)
+                points = _POINT_RE.findall(b"".join(lines[i:j]))  # (step, time, value) per event
                 ids = _ID_RE.findall(line)
                 k = len(shape)
                 for idx, (run, series) in enumerate(shape):
                     c = column((run, b"float_points", series), ids[idx], b"values")
-                    c.steps += steps[idx::k]
-                    c.times += times[idx::k]
-                    c.values += values[idx::k]
+                    steps, times, values = zip(*points[idx::k])
+                    c.steps += steps
+                    c.times += times
+                    c.values += values
                 i = j
                 continue
         for ev in json.loads(line)["events"]:
