@@ -55,7 +55,11 @@ def main(argv: list[str]) -> int:
         closing.set()
         sender.wake.set()
         # Deliver what is left for a bounded time, then stop (progress is kept).
-        timer = threading.Timer(linger, lambda: (sender.stopping.set(), sender.wake.set()))
+        def give_up() -> None:
+            sender.stopping.set()
+            sender.wake.set()
+
+        timer = threading.Timer(linger, give_up)
         timer.daemon = True
         timer.start()
 

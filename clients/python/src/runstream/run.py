@@ -719,13 +719,14 @@ def init(
     if run_id is None:
         run_id = uuid.uuid4().hex
     check_id("run", run_id)
-    create: dict[str, Any] | None = {"name": name or run_id}
+    created: dict[str, Any] = {"name": name or run_id}
     if experiment:
-        create["experiment"] = experiment
+        created["experiment"] = experiment
     if description:
-        create["description"] = description
+        created["description"] = description
     if parent_run:
-        create["parent_run"] = parent_run
+        created["parent_run"] = parent_run
+    create: dict[str, Any] | None = created
     if resumed:
         if run_dir(root, project, run_id).joinpath("run.json").exists():
             create = None  # this machine's spool already holds its creation

@@ -25,7 +25,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,6 @@ class SendStats:
     bytes_sent: int = 0
     rejected_lines: int = 0
     last_position: str = ""
-    positions: list[str] = field(default_factory=list)
 
 
 # One event exactly as ``Run.log`` writes it: one point of one series, with its time.
@@ -285,8 +284,6 @@ class Sender:
         pos = answer.get("position")
         if pos:
             self.stats.last_position = pos
-            self.stats.positions.append(pos)
-            del self.stats.positions[:-64]
 
     def _retry_later(self, why: str, retry_after: float | None) -> float:
         if not self._outage_reported:

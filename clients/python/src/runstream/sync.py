@@ -153,9 +153,9 @@ def main(argv: list[str] | None = None, prog: str = "runstream-sync") -> int:
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
     roots = [Path(p) for p in args.paths] if args.paths else [default_root()]
-    for r in roots:
-        if not r.exists():
-            print(f"{prog}: {r} does not exist", file=sys.stderr)
+    for root in roots:
+        if not root.exists():
+            print(f"{prog}: {root} does not exist", file=sys.stderr)
             return 2
     runs = find_runs(roots)
     if not runs:
