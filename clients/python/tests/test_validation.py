@@ -341,3 +341,29 @@ def test_fast_merge_equals_the_plain_rule(tmp_path: Path) -> None:
         want = reference_merge(lines[lo:hi])
         assert n == len(got)
         assert got == want or json.dumps(got) == json.dumps(want)  # NaN != NaN, so compare text too
+
+
+def test_segments_rotate_and_read_back_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import runstream.run as run_module
+    import runstream.spool as spool_module
+
+    monkeypatch.setattr(run_module, "SEGMENT_BYTES", 4096)
+    monkeypatch.setattr(spool_module, "SEGMENT_BYTES", 4096)
+    r = runstream.init(project="p", mode="offline", spool_dir=tmp_path, capture_environment=False,
+                       system_metrics=False, handle_exit=False)
+    for step in range(300):
+        r.log({"a": step + 0.5, "b": -1.0}, step=step)  # the inlined fast path
+        if step % 50 == 0:
+            r.log_text("t", "x" * 100)  # the general path
+    r.finish()
+    assert len(list((r.spool_dir / "segments").iterdir())) > 10
+    reader = SpoolReader(r.spool_dir)
+    steps = []
+    while (unit := reader.next_unit()) is not None:
+        for line in unit.lines:
+            for ev in json.loads(line)["events"]:
+                if ev.get("float_points", {}).get("series") == "a":
+                    steps += ev["float_points"]["steps"]
+        reader.commit(unit)
+    assert steps == list(range(300))
+    assert reader.torn_lines == 0

@@ -49,11 +49,12 @@ from ._validate import (
 )
 from .progress import ProgressBar, human_bytes, quiet
 from .sender import Delivery, ProcessDelivery, Sender, ThreadDelivery
-from .spool import SpoolReader, SpoolWriter, default_root, run_dir
+from .spool import SEGMENT_BYTES, SpoolReader, SpoolWriter, default_root, run_dir
 from .transport import Transport, TransportError
 
 log = logging.getLogger("runstream")
 _isfinite = math.isfinite
+_os_write = os.write
 
 Mode = Literal["online", "offline"]
 #: Value types the fast path writes with ``repr`` as they are (bool is not one: repr(True)).
@@ -188,9 +189,16 @@ class Run:
                         step = check_step(step)
                     # Each int is formatted once per call, not once per metric: on slow machines
                     # int-to-text conversions cost as much as the float reprs themselves.
-                    line = (template % tuple(values)).replace("\x00", "%010x" % self._ids.next_call())
-                    line = line.replace("\x01", '%d],"times_ms":[%d],"values":[' % (step, t))
-                    self._writer.write(line.encode())
+                    data = (
+                        (template % tuple(values))
+                        .replace("\x00", "%010x" % self._ids.next_call())
+                        .replace("\x01", '%d],"times_ms":[%d],"values":[' % (step, t))
+                        .encode()
+                    )
+                    w = self._writer
+                    n = _os_write(w.fd, data)  # SpoolWriter.write, inlined
+                    if w.add_size(n) >= SEGMENT_BYTES or n != len(data):
+                        w.after_write(data, n)
                     self._next_step = step + 1
                 return
         self._log_slow(metrics, step, t)

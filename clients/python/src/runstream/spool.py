@@ -134,14 +134,29 @@ class SpoolWriter:
 
     def write(self, data: bytes) -> None:
         """Hands one or more complete lines to the kernel; returns once all bytes are written."""
-        fd = self._fd
-        n = os.write(fd, data)
-        if n != len(data):  # short writes only happen on a full disk or a signal mid-write
-            view = memoryview(data)[n:]
-            while view:
-                k = os.write(fd, view)
-                view = view[k:]
-        self._size += len(data)
+        n = os.write(self._fd, data)
+        self._size += n
+        if n != len(data) or self._size >= SEGMENT_BYTES:
+            self.after_write(data, n)
+
+    @property
+    def fd(self) -> int:
+        """The current segment's descriptor, for callers that inline ``write`` on a hot path
+        (they must call ``after_write`` when fewer bytes were written or the segment is full)."""
+        return self._fd
+
+    def add_size(self, n: int) -> int:
+        self._size += n
+        return self._size
+
+    def after_write(self, data: bytes, written: int) -> None:
+        """Finishes a short write (a full disk, a signal mid-write) and starts a new segment when
+        this one is full."""
+        view = memoryview(data)[written:]
+        while view:
+            k = os.write(self._fd, view)
+            self._size += k
+            view = view[k:]
         if self._size >= SEGMENT_BYTES:
             self._open_next()
 
