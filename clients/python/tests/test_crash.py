@@ -18,6 +18,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -147,29 +148,39 @@ def test_server_down_for_the_first_half(tmp_path: Path, caplog: pytest.LogCaptur
     run = runstream.init(project=PROJECT, name="outage", url=url, token=token, spool_dir=tmp_path / "spool",
                          capture_environment=False, system_metrics=False)
     names = [f"m{j}" for j in range(METRICS)]
-    slowest = 0.0
-    t0 = time.perf_counter()
-    with pytest.warns(runstream.RunstreamWarning, match="cannot deliver"):
-        for step in range(STEPS // 2):
+    latencies: list[float] = []
+
+    def train(steps: range) -> float:
+        t0 = time.perf_counter()
+        for step in steps:
             a = time.perf_counter()
             run.log({names[j]: value(j, step) for j in range(METRICS)}, step=step)
-            slowest = max(slowest, time.perf_counter() - a)
-            if step % 500 == 0:
-                time.sleep(0.05)  # give the sender time to find the server gone
-    first_half = time.perf_counter() - t0
+            latencies.append(time.perf_counter() - a)
+        return time.perf_counter() - t0
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        first_half = train(range(STEPS // 2))
+        # The sender process reports the outage as a warning in this process (it may start
+        # after the first half is logged: a warning is expected, not a wait).
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any(
+            issubclass(w.category, runstream.RunstreamWarning) for w in caught
+        ):
+            time.sleep(0.05)
+    messages = [str(w.message) for w in caught if issubclass(w.category, runstream.RunstreamWarning)]
+    assert messages and "cannot deliver" in messages[0], messages
     assert any("cannot deliver" in r.getMessage() for r in caplog.records)
 
     server = Server(tmp_path / "data", listen=f"127.0.0.1:{port}")
     try:
-        t1 = time.perf_counter()
-        for step in range(STEPS // 2, STEPS):
-            a = time.perf_counter()
-            run.log({names[j]: value(j, step) for j in range(METRICS)}, step=step)
-            slowest = max(slowest, time.perf_counter() - a)
-        second_half = time.perf_counter() - t1
-        # The loop never waited on the network: no call took long, whatever the server did.
-        assert slowest < 0.25, f"a logging call took {slowest * 1000:.0f} ms"
-        assert first_half < 10 and second_half < 10, (first_half, second_half)
+        second_half = train(range(STEPS // 2, STEPS))
+        # The loop never waited on the network: a retry or a connection attempt would show up as
+        # calls of seconds; a busy machine may stretch a few calls, not most.
+        latencies.sort()
+        p99, worst = latencies[int(len(latencies) * 0.99)], latencies[-1]
+        assert p99 < 0.05 and worst < 2.0, f"p99 {p99 * 1000:.1f} ms, worst {worst * 1000:.0f} ms"
+        assert first_half < 30 and second_half < 30, (first_half, second_half)
         assert run.finish(timeout=120), "everything should be delivered once the server is up"
         server.run(run.id, min_position=run.last_position)
         check_exactly_once(server, run.id, set(range(STEPS)))
