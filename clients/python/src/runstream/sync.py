@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None, prog: str = "runstream-sync") -> int:
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
     roots = [Path(p) for p in args.paths] if args.paths else [default_root()]
-    for root in roots:
+    for root in roots if args.paths else ():  # an absent default root just holds no runs
         if not root.exists():
             print(f"{prog}: {root} does not exist", file=sys.stderr)
             return 2
