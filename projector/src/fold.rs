@@ -92,7 +92,9 @@ pub fn fold(records: &[DecodedRecord], known: &HashSet<EventId>) -> RowBatch {
             });
             patch.updated_ms = patch.updated_ms.max(at);
             match &e.body {
-                Body::RunCreated(c) => {
+                // The first creation of a run is the one that counts: a client resuming a run it
+                // could not tell exists may create it again, which must not rename or re-date it.
+                Body::RunCreated(c) if patch.created.is_none() => {
                     patch.created = Some(RunCreatedRow {
                         name: c.name.clone(),
                         experiment: c.experiment.clone(),
@@ -102,6 +104,7 @@ pub fn fold(records: &[DecodedRecord], known: &HashSet<EventId>) -> RowBatch {
                         created_ms: at,
                     });
                 }
+                Body::RunCreated(_) => {}
                 Body::RunState(s) => {
                     patch.heartbeat_ms = Some(patch.heartbeat_ms.unwrap_or(0).max(at));
                     if s.state != RunState::Heartbeat {
@@ -304,6 +307,25 @@ mod tests {
         assert_eq!(s.values, vec![11.0, 20.0, 30.0]);
         assert_eq!(s.times_ms, vec![1002, 1001, 1001]);
         assert_eq!(b.checkpoint, vec![(0, 2)]);
+    }
+
+    #[test]
+    fn a_run_created_again_keeps_its_first_creation() {
+        let created = |n: u128, name: &str| {
+            ev(
+                n,
+                Body::RunCreated(RunCreated {
+                    name: name.into(),
+                    ..Default::default()
+                }),
+            )
+        };
+        let b = fold(
+            &[rec(0, vec![created(1, "first"), created(2, "again")])],
+            &HashSet::new(),
+        );
+        let c = b.runs[0].created.as_ref().unwrap();
+        assert_eq!((c.name.as_str(), c.created_ms), ("first", 1001));
     }
 
     #[test]

@@ -126,6 +126,25 @@ async fn apply_then_read(store: Arc<dyn ViewStore>) {
     assert_eq!(after.len(), 1);
 }
 
+/// A second creation of a run (a client resuming a run it could not tell exists) changes
+/// neither its name nor its creation time.
+async fn only_the_first_creation_counts(store: Arc<dyn ViewStore>) {
+    store.apply(batch(0, vec![0], vec![1.0], 1)).await.unwrap();
+    let mut again = batch(2, vec![1], vec![2.0], 2);
+    again.runs[0].created = Some(RunCreatedRow {
+        name: "renamed".into(),
+        owner: "bob".into(),
+        created_ms: 99,
+        ..Default::default()
+    });
+    store.apply(again).await.unwrap();
+    let run = store.get_run("w/p", "r1").await.unwrap().unwrap();
+    assert_eq!(
+        (run.run.name.as_str(), run.run.owner.as_str(), run.run.created_ms),
+        ("first", "alice", 10)
+    );
+}
+
 async fn reapplying_changes_nothing(store: Arc<dyn ViewStore>) {
     let b0 = batch(0, (0..300).collect(), (0..300).map(|i| i as f64).collect(), 1);
     let b1 = batch(1, vec![5, 7], vec![f64::NAN, f64::INFINITY], 2);
@@ -173,6 +192,12 @@ async fn sqlite() -> (tempfile::TempDir, Arc<dyn ViewStore>) {
 async fn sqlite_apply_then_read() {
     let (_d, s) = sqlite().await;
     apply_then_read(s).await;
+}
+
+#[tokio::test]
+async fn sqlite_first_creation() {
+    let (_d, s) = sqlite().await;
+    only_the_first_creation_counts(s).await;
 }
 
 #[tokio::test]

@@ -76,7 +76,8 @@ CREATE TABLE events (
 CREATE INDEX events_by_run ON events (project, run, partition, offset, seq);
 "#,
     // Float points move from one row per point into packed blocks (see `block`), and last values
-    // keep their exact bits. The event history keeps positions in the log, not copies of events. Views are
+    // keep their exact bits. The event history keeps positions in the log, not copies of events.
+    // Only a run's first creation sets its name and creation time (`created_seen`). Views are
     // derived data: rather than convert rows, this empties every view and its checkpoint, and the
     // projector replays the log, the system of record, into the new layout.
     r#"
@@ -87,6 +88,7 @@ CREATE TABLE point_blocks (
 CREATE UNIQUE INDEX point_blocks_by_step ON point_blocks (series, first_step);
 ALTER TABLE rollups ADD COLUMN last_bits INTEGER;
 ALTER TABLE series ADD COLUMN last_bits INTEGER;
+ALTER TABLE runs ADD COLUMN created_seen INTEGER NOT NULL DEFAULT 0;
 DELETE FROM checkpoints; DELETE FROM runs; DELETE FROM attributes; DELETE FROM tags; DELETE FROM series;
 DELETE FROM lines; DELETE FROM rollups; DELETE FROM files; DELETE FROM lineage;
 DROP TABLE events;

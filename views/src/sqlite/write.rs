@@ -71,7 +71,7 @@ fn write_run(tx: &Transaction, p: &RunPatch) -> Result<(), ViewError> {
     if let Some(c) = &p.created {
         tx.prepare_cached(
             "UPDATE runs SET name = ?3, experiment = ?4, parent_run = ?5, description = ?6, owner = ?7,
-             created_ms = ?8 WHERE project = ?1 AND run = ?2",
+             created_ms = ?8, created_seen = 1 WHERE project = ?1 AND run = ?2 AND created_seen = 0",
         )?
         .execute(params![
             p.project,
