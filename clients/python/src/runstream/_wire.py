@@ -27,6 +27,13 @@ def varint(v: int) -> bytes:
     """An int64 / uint64 as a protobuf varint (negatives as their 64-bit two's complement)."""
     if 0 <= v < 128:
         return _ONE[v]
+    # Unrolled for the sizes steps usually have; a loop of appends costs several times more.
+    if 0 < v < 0x4000:
+        return bytes(((v & 0x7F) | 0x80, v >> 7))
+    if 0 < v < 0x200000:
+        return bytes(((v & 0x7F) | 0x80, ((v >> 7) & 0x7F) | 0x80, v >> 14))
+    if 0 < v < 0x10000000:
+        return bytes(((v & 0x7F) | 0x80, ((v >> 7) & 0x7F) | 0x80, ((v >> 14) & 0x7F) | 0x80, v >> 21))
     if v < 0:
         v += 1 << 64
     out = bytearray()
