@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import runstream
+from runstream import _records
 
 from conftest import PROJECT, Server, sync_command
 
@@ -94,10 +95,16 @@ def test_offline_run_then_python_m_runstream_sync(server: Server, tmp_path: Path
     # The spool is what the package README documents.
     info = json.loads((run.spool_dir / "run.json").read_text())
     assert info["format"] == 1 and info["run"] == run.id and info["project"] == PROJECT
-    lines = b"".join(p.read_bytes() for p in sorted((run.spool_dir / "segments").iterdir())).splitlines()
-    records = [json.loads(line) for line in lines]
-    assert all(list(r) in (["events"], ["file"]) for r in records)
-    assert sum("file" in r for r in records) == 1
+    kinds = []
+    for seg in sorted((run.spool_dir / "segments").iterdir()):
+        data = seg.read_bytes()
+        records, end, bad = _records.parse(data)
+        assert end == len(data) and not bad
+        kinds += [chr(k) for k, _, _ in records]
+        for k, a, b in records:
+            if k in (_records.EVENTS, _records.FILE):
+                assert list(json.loads(data[a:b])) == (["events"] if k == _records.EVENTS else ["file"])
+    assert kinds.count("F") == 1 and kinds.count("T") == 1 and kinds.count("P") == 500
     assert (run.spool_dir / "closed").exists()
     assert not server.request(f"/api/v1/projects/{PROJECT}/runs/{run.id}")[0] == 200, "nothing sent yet"
 

@@ -1,10 +1,10 @@
 """A run: the logging API training code calls.
 
 Every logging method checks its arguments (a programmer error raises at once), encodes the
-events as one spool line and ``write()``s it before returning; nothing waits on the network.
-The background sender (see ``sender``) delivers the spool. ``log()`` is the hot path: metric
-names are checked and JSON-encoded once per name, and a call costs a dict walk, a few string
-joins and one ``write()``.
+events as one spool record and ``write()``s it before returning; nothing waits on the network.
+The background sender (see ``sender``) delivers the spool. ``log()`` is the hot path: a set of
+metric names is checked once and gets a template record; a call then costs a type check, one
+``struct`` pack of the floats, a CRC and one ``write()``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
+import struct
 import mimetypes
 import os
 import sys
@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from . import _exit
+from . import _records as _rec
 from ._encode import (
     EventIds,
     as_mapping,
@@ -31,7 +32,6 @@ from ._encode import (
     dumps,
     flatten_attributes,
     flatten_metrics,
-    float_json,
 )
 from ._validate import (
     MAX_NAME_LEN,
@@ -53,11 +53,17 @@ from .spool import SEGMENT_BYTES, SpoolReader, SpoolWriter, default_root, run_di
 from .transport import Transport, TransportError
 
 log = logging.getLogger("runstream")
-_isfinite = math.isfinite
 _os_write = os.write
+_crc32 = _rec.crc32
+_crc_into = _rec.CRC.pack_into
+_POINTS = _rec.POINTS
+#: Sets of names whose record layout is kept; past this, each call writes its own template.
+_MAX_TEMPLATES = 4096
+#: A compiled points record: (pack_into, buffer, view of what the CRC covers, its size, number).
+_Tpl = tuple
 
 Mode = Literal["online", "offline"]
-#: Value types the fast path writes with ``repr`` as they are (bool is not one: repr(True)).
+#: Value types the fast path packs as they are (bool is not one: it is checked as a number).
 _PLAIN = frozenset({float, int})
 _TERMINAL = ("finished", "failed", "aborted")
 _ARTIFACT_KINDS = ("dataset", "model", "code", "run", "other")
@@ -102,7 +108,8 @@ class Run:
         self._next_step = 0
         self._line_steps: dict[str, int] = {}
         self._file_steps: dict[str, int] = {}
-        self._templates: dict[tuple[Any, ...], str] = {}
+        self._templates: dict[tuple[Any, ...], _Tpl] = {}
+        self._template_count = 0
         self._checked_names: set[str] = set()
         self._state: str | None = None
         self._run_json = json.dumps(run_id)
@@ -154,9 +161,9 @@ class Run:
         )
 
     def _emit(self, kind: str, body: Any) -> None:
-        line = '{"events":[' + self._event(kind, body) + "]}\n"
+        line = '{"events":[' + self._event(kind, body) + "]}"
         with self._lock:
-            self._writer.write(line.encode("utf-8"))
+            self._writer.write(_rec.frame(_rec.EVENTS, line.encode("utf-8")))
 
     # ---- metrics -------------------------------------------------------------------------------
 
@@ -172,47 +179,41 @@ class Run:
         if type(metrics) is not dict and not isinstance(metrics, Mapping):
             raise TypeError(f"metrics must be a dict of name to number, not {type(metrics).__name__}")
         t = int(_time.time() * 1000) if time is None else time_ms(time)
-        # Fast path: a set of names seen before with plain finite numbers. The names were checked
-        # and encoded into a template the first time; what is left runs in C.
-        template = self._templates.get(tuple(metrics))
-        if template is not None:
+        # Fast path: a set of names seen before with plain numbers. The names were checked and
+        # a record layout compiled the first time; what is left is one struct pack, one CRC and
+        # one write(), all in C. No float is turned into text.
+        tpl = self._templates.get(tuple(metrics))
+        if tpl is not None:
             values = metrics.values()
-            try:
-                fast = _PLAIN.issuperset(map(type, values)) and all(map(_isfinite, values))
-            except OverflowError:  # an int too large for a double
-                fast = False
-            if fast:
+            if _PLAIN.issuperset(map(type, values)):
                 with self._lock:
                     if step is None:
                         step = self._next_step
                     elif type(step) is not int or not 0 <= step <= MAX_STEP:
                         step = check_step(step)
-                    # Each int is formatted once per call, not once per metric: on slow machines
-                    # int-to-text conversions cost as much as the float reprs themselves.
-                    data = (
-                        (template % tuple(values))
-                        .replace("\x00", "%010x" % self._ids.next_call())
-                        .replace("\x01", '%d],"times_ms":[%d],"values":[' % (step, t))
-                        .encode()
-                    )
-                    w = self._writer
-                    n = _os_write(w.fd, data)  # SpoolWriter.write, inlined
-                    if w.add_size(n) >= SEGMENT_BYTES or n != len(data):
-                        w.after_write(data, n)
-                    self._next_step = step + 1
-                return
+                    pack_into, buf, body, size, number = tpl
+                    try:
+                        pack_into(buf, 0, _POINTS, size - 5, number, self._ids.next_call(), step, t, *values)
+                    except (OverflowError, struct.error):  # an int too large for a double
+                        pass
+                    else:
+                        _crc_into(buf, size, _crc32(body))
+                        w = self._writer
+                        n = _os_write(w.fd, buf)  # SpoolWriter.write, inlined
+                        if w.add_size(n) >= SEGMENT_BYTES or n != len(buf):
+                            w.after_write(bytes(buf), n)
+                        self._next_step = step + 1
+                        return
         self._log_slow(metrics, step, t)
 
     def _log_slow(self, metrics: Mapping[str, Any], step: int | None, t: int) -> None:
         """Checks and encodes what the fast path does not take: new names, other value types,
-        NaN and infinities, nested dicts. Raises before anything is written."""
+        nested dicts. Raises before anything is written."""
         pairs: list[tuple[str, float]] = []
-        nested = False
         for k, v in metrics.items():
             if not isinstance(k, str):
                 raise TypeError(f"metric names must be str, not {type(k).__name__} ({k!r})")
             if isinstance(v, Mapping):
-                nested = True
                 pairs.extend((name, metric_value(name, x)) for name, x in flatten_metrics(v, k))
             else:
                 pairs.append((k, metric_value(k, v)))
@@ -230,37 +231,39 @@ class Run:
             self._next_step = step + 1
         for name, _ in pairs:
             self._checked_names.add(name)
-        if not nested and len(pairs) <= 256 and len(self._templates) < 1024:
-            self._templates[tuple(metrics)] = self._template([name for name, _ in pairs])
 
     def _write_points(self, pairs: list[tuple[str, float]], step: int, t: int) -> None:
-        parts = []
-        call = self._ids.next_call()
-        head = f'","run":{self._run_json},"float_points":{{"series":'
-        tail = f',"steps":[{step}],"times_ms":[{t}],"values":['
-        for i, (name, v) in enumerate(pairs):
-            if i and i % 256 == 0:
-                call = self._ids.next_call()
-            parts.append(
-                f'{{"id":"{self._ids.id(call, i % 256)}{head}{dumps(name)}{tail}{float_json(v)}]}}}}'
-            )
-        self._writer.write(('{"events":[' + ",".join(parts) + "]}\n").encode())
+        """Writes points as binary records, at most 256 series per record (one call number
+        each); a set of names gets a template the first time. Callers hold the lock."""
+        for lo in range(0, len(pairs), 256):
+            chunk = pairs[lo:lo + 256]
+            names = tuple(name for name, _ in chunk)
+            tpl = self._templates.get(names)
+            prefix = b""
+            if tpl is None:
+                tpl, prefix = self._new_template(names)
+            pack_into, buf, body, size, number = tpl
+            pack_into(buf, 0, _POINTS, size - 5, number, self._ids.next_call(), step, t, *(v for _, v in chunk))
+            _crc_into(buf, size, _crc32(body))
+            # An uncached template goes in the same write as its record, so they share a segment.
+            self._writer.write(prefix + bytes(buf))
 
-    def _template(self, names: list[str]) -> str:
-        """A ``%`` template of one line: ``%r`` per value (the shortest exact decimal), the
-        character U+0000 where the call number goes and U+0001 where step and time go (filled in
-        by ``str.replace``; JSON-encoded names cannot hold these characters)."""
-
-        def esc(s: str) -> str:
-            return s.replace("%", "%%")
-
-        run = esc(self._run_json)
-        parts = [
-            '{"id":"' + self._ids.prefix + "\x00" + f"{i:02x}" + '","run":' + run
-            + ',"float_points":{"series":' + esc(dumps(name)) + ',"steps":[\x01%r]}}'
-            for i, name in enumerate(names)
-        ]
-        return '{"events":[' + ",".join(parts) + "]}\n"
+    def _new_template(self, names: tuple[str, ...]) -> tuple[_Tpl, bytes]:
+        """A template for a set of series names: written to the spool now and cached (then it
+        is repeated in every later segment), or, past a bound, returned to be written with its
+        record."""
+        number = self._template_count
+        self._template_count += 1
+        record = _rec.frame(_rec.TEMPLATE, _rec.template_payload(
+            number, self.id, self._ids.prefix.replace("-", ""), list(names)))
+        s = _rec.points_struct(len(names))
+        buf = bytearray(s.size + _rec.CRC.size)
+        tpl: _Tpl = (s.pack_into, buf, memoryview(buf)[: s.size], s.size, number)
+        if len(self._templates) < _MAX_TEMPLATES:
+            self._writer.add_template(record)
+            self._templates[names] = tpl
+            return tpl, b""
+        return tpl, record
 
     def _log_system(self, metrics: dict[str, float], step: int) -> None:
         """System metrics: their own step counter, so user steps are not moved."""
@@ -328,9 +331,9 @@ class Run:
             body = {"series": series, "steps": [step], "times_ms": [t], "lines": [text]}
             line = (
                 f'{{"events":[{{"id":"{self._ids.next()}","run":{self._run_json},'
-                f'"string_lines":{dumps(body)}}}]}}\n'
+                f'"string_lines":{dumps(body)}}}]}}'
             )
-            self._writer.write(line.encode("utf-8"))
+            self._writer.write(_rec.frame(_rec.EVENTS, line.encode("utf-8")))
 
     # ---- files ---------------------------------------------------------------------------------
 
@@ -346,7 +349,8 @@ class Run:
                 "size": size,
             }
         }
-        self._writer.write((dumps(rec) + "\n").encode("utf-8"))
+        with self._lock:
+            self._writer.write(_rec.frame(_rec.FILE, dumps(rec).encode("utf-8")))
 
     def _file_step(self, path: str, step: int | None) -> int | None:
         if step is None:
@@ -520,7 +524,7 @@ class Run:
         nbytes, nlines = SpoolReader(self.spool_dir).pending()
         why = f" ({delivery.blocked})" if delivery.blocked else f" within {timeout:g} s"
         self._say(
-            f"runstream: {nlines} spooled line(s) ({human_bytes(nbytes)}) of run {self.id} were not "
+            f"runstream: {nlines} spooled record(s) ({human_bytes(nbytes)}) of run {self.id} were not "
             f"delivered{why}; they are kept in {self.spool_dir}. Upload them with: "
             f"runstream-sync {self.spool_dir}"
         )

@@ -1,9 +1,10 @@
 """Delivery of a run's spool to the server: the background sender and ``runstream-sync``.
 
 The sender reads units from the spool (see ``spool``), records each as inflight, sends it, and
-records it as delivered once the server has answered 200. Event lines of a unit are merged into
-one batch, and consecutive points of one series into one columnar event; the merge is a pure
-function of the unit's lines and a merged event keeps the id of its first constituent, so a unit
+records it as delivered once the server has answered 200. A unit of binary points records is
+sent as one protobuf ``EventBatch``, the points of each series merged into one columnar event;
+a unit of JSON events records as one JSON batch, merged the same way. A merge is a pure
+function of the unit's bytes and a merged event keeps the id of its first constituent, so a unit
 sent again after a crash yields byte-identical events that the server recognises by id.
 
 Server trouble never reaches the training code: connection failures, 429 and 5xx are retried
@@ -18,7 +19,6 @@ import json
 import logging
 import os
 import random
-import re
 import subprocess
 import sys
 import threading
@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import _records as _rec
+from ._wire import Column, event_batch, varint
 from .spool import BLOBS, SEGMENTS, Progress, SpoolLock, SpoolReader, Unit, list_segments, segment_name
 from .transport import Response, Transport, TransportError
 
@@ -56,18 +58,6 @@ class SendStats:
     bytes_sent: int = 0
     rejected_lines: int = 0
     last_position: str = ""
-
-
-# One event exactly as ``Run.log`` writes it: one point of one series, with its time.
-_NUM = rb'(?:-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?|"NaN"|"Infinity"|"-Infinity")'
-_EVENT = (
-    rb'\{"id":"[0-9a-fA-F-]{32,36}","run":"[A-Za-z0-9._-]+","float_points":\{"series":"(?:[^"\\\x00-\x1f]|\\.)*",'
-    rb'"steps":\[\d+\],"times_ms":\[\d+\],"values":\[' + _NUM + rb'\]\}\}'
-)
-_LINE_RE = re.compile(rb'\{"events":\[' + _EVENT + rb"(?:," + _EVENT + rb")*\]\}\n?")
-_SERIES_RE = re.compile(rb'"run":("[^"]*"),"float_points":\{"series":("(?:[^"\\]|\\.)*")')
-_ID_RE = re.compile(rb'\{"id":"([^"]*)"')
-_POINT_RE = re.compile(rb'"steps":\[(\d+)\],"times_ms":\[(\d+)\],"values":\[([^\]]*)\]')
 
 
 class _Column:
@@ -100,9 +90,8 @@ def merge_lines(lines: list[bytes]) -> tuple[bytes, int]:
     is kept as written. Only order within a series matters to the server, and the first event of
     a run (``run_created``) stays ahead of everything else of that run.
 
-    Runs of lines in the layout ``Run.log`` writes, naming the same series, are merged with
-    regular expressions and slices, without decoding a number: the values reach the server as
-    the very tokens the training process wrote. Any other line is decoded as JSON.
+    Metrics are spooled as binary records and sent by ``merge_points``; this merges JSON
+    records (text lines, and float points of other writers).
     """
     out: list[bytes | _Column] = []
     heads: dict[tuple[bytes, bytes, bytes], _Column] = {}
@@ -114,26 +103,7 @@ def merge_lines(lines: list[bytes]) -> tuple[bytes, int]:
             out.append(c)
         return c
 
-    i, n = 0, len(lines)
-    while i < n:
-        line = lines[i]
-        if _LINE_RE.fullmatch(line):
-            shape = _SERIES_RE.findall(line)
-            if len(set(shape)) == len(shape):
-                j = i + 1
-                while j < n and _LINE_RE.fullmatch(lines[j]) and _SERIES_RE.findall(lines[j]) == shape:
-                    j += 1
-                points = _POINT_RE.findall(b"".join(lines[i:j]))  # (step, time, value) per event
-                ids = _ID_RE.findall(line)
-                k = len(shape)
-                for idx, (run, series) in enumerate(shape):
-                    c = column((run, b"float_points", series), ids[idx], b"values")
-                    steps, times, values = zip(*points[idx::k])
-                    c.steps += steps
-                    c.times += times
-                    c.values += values
-                i = j
-                continue
+    for line in lines:
         for ev in json.loads(line)["events"]:
             if len(ev) == 3:
                 kind, col = "float_points", "values"
@@ -149,9 +119,60 @@ def merge_lines(lines: list[bytes]) -> tuple[bytes, int]:
                     c.values += [_token(v) for v in body[col]]
                     continue
             out.append(_token(ev))
-        i += 1
     body = b'{"events":[' + b",".join(x if isinstance(x, bytes) else x.encode() for x in out) + b"]}"
     return body, len(out)
+
+
+def merge_points(unit: Unit) -> tuple[bytes, int]:
+    """One protobuf ``EventBatch`` from a unit of points records; (body, events).
+
+    Each series becomes one ``float_points`` event holding its points in order, with the id of
+    its first point; series come in the order they first appear. Records are read with
+    ``struct`` and the values copied as raw doubles: no number is parsed or formatted.
+    """
+    data, records, templates = unit.data, unit.records, unit.templates
+    heads: dict[tuple[str, str], Column] = {}
+    out: list[Column] = []
+    times_cache: dict[int, bytes] = {}
+    i, n = 0, len(records)
+    while i < n:
+        kind, a, b = records[i]
+        if kind != _rec.POINTS:
+            i += 1
+            continue
+        number = _rec.TEMPLATE_NO.unpack_from(data, a)[0]
+        tpl = templates.get(number)
+        if tpl is None:
+            raise ValueError(f"segment {unit.segment}: points record at {unit.base + a - 5} names "
+                             f"template {number}, which the segment does not define")
+        unpack = tpl.unpack
+        rows = [unpack(data, a)]
+        j = i + 1
+        while j < n:  # the run of records of this template
+            k2, a2, _ = records[j]
+            if k2 == _rec.TEMPLATE:
+                j += 1
+                continue
+            if k2 != _rec.POINTS or _rec.TEMPLATE_NO.unpack_from(data, a2)[0] != number:
+                break
+            rows.append(unpack(data, a2))
+            j += 1
+        cols = list(zip(*rows))
+        steps = b"".join(map(varint, cols[2]))
+        times = b"".join([times_cache.get(t) or times_cache.setdefault(t, varint(t)) for t in cols[3]])
+        first_call = cols[1][0]
+        run = tpl.run
+        for idx, name in enumerate(tpl.series):
+            key = (run, name)
+            c = heads.get(key)
+            if c is None:
+                c = heads[key] = Column(tpl.event_id(first_call, idx), run.encode(), name.encode())
+                out.append(c)
+            c.steps.append(steps)
+            c.times.append(times)
+            c.values.extend(cols[4 + idx])
+        i = j
+    return event_batch(out), len(out)
 
 
 class Sender:
@@ -187,11 +208,18 @@ class Sender:
         """Sends one unit. None when it is done with; else seconds to wait before trying again."""
         self.reader.begin(unit)
         try:
-            if unit.is_file:
+            if unit.kind == "none":  # templates only
+                self.reader.commit(unit)
+                return None
+            if unit.kind == "file":
                 resp = self._send_file(unit)
             else:
-                body, n = merge_lines(unit.lines)
-                resp = self.transport.post_events(self.project, body)
+                if unit.kind == "points":
+                    body, n = merge_points(unit)
+                    resp = self.transport.post_events(self.project, body, "application/x-protobuf")
+                else:
+                    body, n = merge_lines(unit.payloads())
+                    resp = self.transport.post_events(self.project, body)
                 if resp.status == 200:
                     self.stats.bytes_sent += len(body)
         except TransportError as e:
@@ -203,32 +231,30 @@ class Sender:
             self._recovered()
             self._account(unit, resp)
             self.reader.commit(unit)
-            if unit.is_file:
+            if unit.kind == "file":
                 self._remove_blob(unit)
             return None
         if resp.retryable:
             return self._retry_later(f"{resp.status} {resp.error_message()}", resp.retry_after())
-        if resp.status in (400, 413) and not unit.is_file and len(unit.lines) > 1:
-            # Nothing of a refused batch was appended, so its lines can go one by one; only the
-            # bad ones are set aside.
-            self._deliver_line_by_line(unit)
+        count = len(unit.payloads())
+        if resp.status in (400, 413) and unit.kind != "file" and count > 1:
+            # Nothing of a refused batch was appended, so its records can go one by one; only
+            # the bad ones are set aside.
+            self._deliver_one_by_one(unit)
             return None
-        if resp.status == 400 or (resp.status == 413 and unit.is_file):
+        if resp.status == 400 or (resp.status == 413 and unit.kind == "file"):
             msg = f"{resp.status} {resp.error_message()}"
-            self.stats.rejected_lines += len(unit.lines)
+            self.stats.rejected_lines += count
             self.reader.reject(unit, msg)
             self.on_warning(
-                f"runstream: the server refused {len(unit.lines)} spooled line(s) of run "
+                f"runstream: the server refused {count} spooled record(s) of run "
                 f"{self.run!r} ({msg}); they are kept in {self.dir / 'rejected.jsonl'}"
             )
             return None
         raise DeliveryBlocked(f"{resp.status} {resp.error_message()}")
 
-    def _deliver_line_by_line(self, unit: Unit) -> None:
-        start = unit.start
-        for line in unit.lines:
-            sub = Unit(unit.segment, start, start + len(line), [line], is_file=False)
-            start = sub.end
+    def _deliver_one_by_one(self, unit: Unit) -> None:
+        for sub in unit.split():
             while True:
                 delay = self.deliver(sub)
                 if delay is None:
@@ -237,7 +263,7 @@ class Sender:
                     return
 
     def _send_file(self, unit: Unit) -> Response | None:
-        rec = json.loads(unit.lines[0])["file"]
+        rec = json.loads(unit.payloads()[0])["file"]
         blob = self.dir / BLOBS / rec["blob"]
         try:
             f = open(blob, "rb")
@@ -263,7 +289,7 @@ class Sender:
         return resp
 
     def _remove_blob(self, unit: Unit) -> None:
-        rec = json.loads(unit.lines[0])["file"]
+        rec = json.loads(unit.payloads()[0])["file"]
         try:
             (self.dir / BLOBS / rec["blob"]).unlink()
         except FileNotFoundError:
@@ -275,7 +301,7 @@ class Sender:
             answer = resp.json() or {}
         except ValueError:
             answer = {}
-        if unit.is_file:
+        if unit.kind == "file":
             self.stats.files += 1
             self.stats.duplicates += 1 if answer.get("duplicate") else 0
         else:

@@ -7,20 +7,20 @@ a call accepted can be lost; no fsync is made, since surviving a power cut is no
 Layout of one run's directory (documented for other tools in the package README)::
 
     run.json              what the run is: format, url, project, run id, creation time
-    segments/00000001.jsonl
-    segments/00000002.jsonl   one or more per writer session; a writer never reopens one
+    segments/00000001.seg
+    segments/00000002.seg     one or more per writer session; a writer never reopens one
     blobs/<event id>          copies of logged files, uploaded then removed
     progress.json         how far the sender has got: {"segment", "offset", "inflight"}
-    rejected.jsonl        lines the server refused as invalid, with its answer
+    rejected.jsonl        records the server refused as invalid, as JSON, with its answer
     lock                  held (flock) by the one process sending this run
     closed                present once the run reached a final state and its writer ended
 
-Each segment line is one JSON object followed by ``\\n``: either an events batch body exactly
-as ``POST /api/v1/projects/{project}/events`` takes it (``{"events": [...]}``), or a file
-upload record ``{"file": {...}}``. A segment is complete once a later segment exists; a last
-line without its newline belongs to a call that never returned and is skipped.
+A segment is a sequence of framed records (see ``_records``): binary float points referring to
+a template of series names, JSON events batches, and file upload records. A segment is complete
+once a later segment exists; a last record that is short or fails its CRC belongs to a call
+that never returned and is skipped.
 
-Exactly-once delivery: before the sender posts lines ``[start, end)`` of a segment it records
+Exactly-once delivery: before the sender posts bytes ``[start, end)`` of a segment it records
 them as ``inflight``; after the server's answer it records ``end`` as the new offset. After a
 crash the inflight range is sent again, encoded the same way, so every event carries the same
 id and the server drops the copies it already has.
@@ -37,6 +37,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from . import _records as rec
 
 #: Version of the directory layout, written to run.json.
 FORMAT = 1
@@ -65,7 +67,7 @@ def run_dir(root: Path, project: str, run: str) -> Path:
 
 
 def segment_name(n: int) -> str:
-    return f"{n:08d}.jsonl"
+    return f"{n:08d}.seg"
 
 
 def list_segments(directory: Path) -> list[int]:
@@ -77,7 +79,7 @@ def list_segments(directory: Path) -> list[int]:
     out = []
     for name in names:
         stem, dot, ext = name.partition(".")
-        if ext == "jsonl" and stem.isdigit():
+        if ext == "seg" and stem.isdigit():
             out.append(int(stem))
     out.sort()
     return out
@@ -103,7 +105,7 @@ def read_run_info(directory: Path) -> dict[str, Any]:
 
 
 class SpoolWriter:
-    """Appends lines to a run's spool. One per process and run; callers serialise writes."""
+    """Appends records to a run's spool. One per process and run; callers serialise writes."""
 
     def __init__(self, directory: Path, info: dict[str, Any]) -> None:
         self.dir = Path(directory)
@@ -115,6 +117,8 @@ class SpoolWriter:
         self._fd = -1
         self._size = 0
         self.segment = 0
+        #: Template records written so far, written again at the start of every new segment.
+        self._templates: list[bytes] = []
         self._open_next()
 
     def _open_next(self) -> None:
@@ -131,9 +135,24 @@ class SpoolWriter:
         self._fd, self._size, self.segment = fd, 0, n
         if old >= 0:
             os.close(old)
+        if self._templates:
+            self._write_all(b"".join(self._templates))
+
+    def _write_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            k = os.write(self._fd, view)
+            self._size += k
+            view = view[k:]
+
+    def add_template(self, record: bytes, keep: bool = True) -> None:
+        """Writes a template record; with ``keep`` it is repeated in later segments."""
+        self.write(record)
+        if keep:
+            self._templates.append(record)
 
     def write(self, data: bytes) -> None:
-        """Hands one or more complete lines to the kernel; returns once all bytes are written."""
+        """Hands one or more complete records to the kernel; returns once all bytes are written."""
         n = os.write(self._fd, data)
         self._size += n
         if n != len(data) or self._size >= SEGMENT_BYTES:
@@ -222,13 +241,70 @@ class Progress:
 
 @dataclass
 class Unit:
-    """Lines ``[start, end)`` of one segment, sent together: event lines, or one file record."""
+    """Records ``[start, end)`` of one segment, sent together.
+
+    ``kind`` is ``"points"`` (binary float points, sent as protobuf), ``"events"`` (JSON events
+    batches), ``"file"`` (one file record) or ``"none"`` (templates only: nothing to send).
+    ``records`` holds (kind byte, payload start, payload end) into ``data``, whose first byte is
+    at offset ``base`` of the segment; ``templates`` resolves the points records.
+    """
 
     segment: int
     start: int
     end: int
-    lines: list[bytes]
-    is_file: bool
+    kind: str
+    data: bytes
+    base: int
+    records: list[tuple[int, int, int]]
+    templates: dict[int, rec.Template]
+
+    def payloads(self) -> list[bytes]:
+        """The payloads of the records other than templates."""
+        return [self.data[a:b] for k, a, b in self.records if k != rec.TEMPLATE]
+
+    def split(self) -> list[Unit]:
+        """One unit per record (templates join the record after them)."""
+        out: list[Unit] = []
+        pending: list[tuple[int, int, int]] = []
+        start = self.start
+        for r in self.records:
+            pending.append(r)
+            if r[0] == rec.TEMPLATE:
+                continue
+            end = self.base + r[2] + rec.CRC.size
+            out.append(Unit(self.segment, start, end, self.kind, self.data, self.base, pending, self.templates))
+            pending, start = [], end
+        if pending:
+            out.append(Unit(self.segment, start, self.end, "none", self.data, self.base, pending, self.templates))
+        return out
+
+    def json_lines(self) -> list[str]:
+        """The records as JSON text (points as the events they stand for), for people to read."""
+        from ._encode import float_json
+
+        out = []
+        for k, a, b in self.records:
+            if k == rec.TEMPLATE:
+                continue
+            if k != rec.POINTS:
+                out.append(self.data[a:b].decode("utf-8"))
+                continue
+            tno, call, step, t, *values = rec.POINTS_HEAD.unpack_from(self.data, a) + tuple(
+                memoryview(self.data[a + rec.POINTS_HEAD.size:b]).cast("d"))
+            tpl = self.templates.get(tno)
+            if tpl is None:
+                out.append(json.dumps({"unknown_template": tno}))
+                continue
+            import uuid
+
+            events = [
+                '{"id":"%s","run":%s,"float_points":{"series":%s,"steps":[%d],"times_ms":[%d],"values":[%s]}}'
+                % (uuid.UUID(bytes=tpl.event_id(call, i)), json.dumps(tpl.run), json.dumps(name, ensure_ascii=False),
+                   step, t, float_json(v))
+                for i, (name, v) in enumerate(zip(tpl.series, values))
+            ]
+            out.append('{"events":[' + ",".join(events) + "]}")
+        return out
 
 
 class SpoolLock:
@@ -271,11 +347,35 @@ class SpoolReader:
         self.dir = Path(directory)
         self.max_bytes = max_bytes
         self.progress = Progress.load(self.dir)
-        #: Lines skipped because a dead writer left them unfinished.
-        self.torn_lines = 0
+        #: Records skipped because a dead writer left them unfinished.
+        self.torn_records = 0
+        #: The templates of segment ``_tseg`` found in its bytes before ``_tscanned``.
+        self._tseg = -1
+        self._tscanned = 0
+        self._templates: dict[int, rec.Template] = {}
 
     def _segment_path(self, n: int) -> Path:
         return self.dir / SEGMENTS / segment_name(n)
+
+    def _learn(self, data: bytes, records: list[tuple[int, int, int]]) -> None:
+        for k, a, b in records:
+            if k == rec.TEMPLATE:
+                no = rec.template_number(data[a:b])
+                if no not in self._templates:
+                    self._templates[no] = rec.Template(data[a:b])
+
+    def _templates_for(self, seg: int, offset: int) -> dict[int, rec.Template]:
+        """The templates of ``seg`` defined before ``offset``, scanning the segment if needed."""
+        if self._tseg != seg:
+            self._tseg, self._tscanned, self._templates = seg, 0, {}
+        if self._tscanned < offset:
+            with open(self._segment_path(seg), "rb") as f:
+                f.seek(self._tscanned)
+                data = f.read(offset - self._tscanned)
+            records, _, _ = rec.parse(data)
+            self._learn(data, records)
+            self._tscanned = offset
+        return self._templates
 
     def next_unit(self) -> Unit | None:
         """The next unit to send, or None when everything written so far is delivered.
@@ -285,11 +385,15 @@ class SpoolReader:
         p = self.progress
         if p.inflight is not None:
             seg, start, end = p.inflight
+            templates = self._templates_for(seg, start)
             with open(self._segment_path(seg), "rb") as f:
                 f.seek(start)
                 data = f.read(end - start)
-            lines = data.splitlines(keepends=True)
-            return Unit(seg, start, end, lines, is_file=_is_file_line(lines[0]))
+            records, _, _ = rec.parse(data)
+            self._learn(data, records)
+            self._tscanned = max(self._tscanned, end)
+            kind = next((_KIND[k] for k, _, _ in records if k != rec.TEMPLATE), "none")
+            return Unit(seg, start, end, kind, data, start, records, templates)
         while True:
             segments = list_segments(self.dir)
             current = [s for s in segments if s >= p.segment]
@@ -313,41 +417,43 @@ class SpoolReader:
         except FileNotFoundError:
             return None
         with f:
+            templates = self._templates_for(seg, offset)
             f.seek(offset)
             data = f.read(self.max_bytes)
-            if not data:
-                return None
-            lines = data.splitlines(keepends=True)
-            if not lines[-1].endswith(b"\n"):
-                tail = lines.pop()
-                if not lines:
-                    if len(data) < self.max_bytes:
-                        return None  # unfinished line: written now, or torn by a dead writer
-                    # One line longer than the read: read it whole.
-                    rest = f.readline()
-                    if not rest.endswith(b"\n"):
-                        return None
-                    lines = [tail + rest]
-        if _is_file_line(lines[0]):
-            return Unit(seg, offset, offset + len(lines[0]), lines[:1], is_file=True)
-        out: list[bytes] = []
-        end = offset
-        for line in lines:
-            if _is_file_line(line):
-                break
-            out.append(line)
-            end += len(line)
-        return Unit(seg, offset, end, out, is_file=False)
+            records, _, _ = rec.parse(data)
+            if not records:
+                need = rec.needed(data, 0)
+                if len(data) < self.max_bytes or need <= len(data):
+                    return None  # unfinished record: written now, or torn by a dead writer
+                data += f.read(need - len(data))  # one record longer than the read
+                records, _, _ = rec.parse(data)
+                if not records:
+                    return None
+        kind = "none"
+        take: list[tuple[int, int, int]] = []
+        for r in records:
+            k = r[0]
+            if k != rec.TEMPLATE:
+                this = _KIND[k]
+                if kind == "none":
+                    kind = this
+                elif this != kind or kind == "file":
+                    break
+            take.append(r)
+        self._learn(data, take)
+        end = offset + take[-1][2] + rec.CRC.size
+        self._tscanned = max(self._tscanned, end)
+        return Unit(seg, offset, end, kind, data, offset, take, templates)
 
     def _finish_segment(self, seg: int) -> None:
-        """Moves past a complete segment, counting a torn last line, and deletes it."""
+        """Moves past a complete segment, counting a torn last record, and deletes it."""
         path = self._segment_path(seg)
         try:
             size = path.stat().st_size
         except FileNotFoundError:
             size = self.progress.offset
         if size > self.progress.offset:
-            self.torn_lines += 1
+            self.torn_records += 1
         self.progress.segment, self.progress.offset = seg + 1, 0
         self.progress.save(self.dir)
         try:
@@ -368,16 +474,17 @@ class SpoolReader:
         self.progress.save(self.dir)
 
     def reject(self, unit: Unit, answer: str) -> None:
-        """Sets aside lines the server refused as invalid, with its answer, and moves past them."""
+        """Sets aside records the server refused as invalid, as JSON with its answer, and moves
+        past them."""
         with open(self.dir / REJECTED_FILE, "ab") as f:
-            for line in unit.lines:
-                rec = {"time_ms": int(time.time() * 1000), "answer": answer, "line": line.decode()}
-                f.write(json.dumps(rec).encode() + b"\n")
+            for line in unit.json_lines():
+                r = {"time_ms": int(time.time() * 1000), "answer": answer, "line": line}
+                f.write(json.dumps(r).encode() + b"\n")
         self.commit(unit)
 
     def pending(self) -> tuple[int, int]:
-        """(bytes, lines) written but not yet delivered."""
-        nbytes = nlines = 0
+        """(bytes, records) written but not yet delivered; templates and a torn tail not counted."""
+        nbytes = nrecords = 0
         p = self.progress
         start = p.inflight[1] if p.inflight else p.offset
         for seg in list_segments(self.dir):
@@ -387,13 +494,13 @@ class SpoolReader:
                 with open(self._segment_path(seg), "rb") as f:
                     if seg == p.segment:
                         f.seek(start)
-                    while chunk := f.read(1 << 20):
-                        nbytes += len(chunk)
-                        nlines += chunk.count(b"\n")
+                    data = f.read()
             except FileNotFoundError:
                 continue
-        return nbytes, nlines
+            nbytes += len(data)
+            records, _, _ = rec.parse(data)
+            nrecords += sum(1 for k, _, _ in records if k != rec.TEMPLATE)
+        return nbytes, nrecords
 
 
-def _is_file_line(line: bytes) -> bool:
-    return line.startswith(b'{"file"')
+_KIND = {rec.POINTS: "points", rec.EVENTS: "events", rec.FILE: "file"}

@@ -175,11 +175,11 @@ def main(argv: list[str] | None = None, prog: str = "runstream-sync") -> int:
         if r.position:
             line += f", position {r.position}"
         if r.rejected_lines:
-            line += f", {r.rejected_lines} lines refused (see rejected.jsonl)"
+            line += f", {r.rejected_lines} records refused (see rejected.jsonl)"
         if r.skipped:
             line += f"; stopped: {r.skipped}"
         if r.pending_lines:
-            line += f"; {r.pending_lines} lines ({human_bytes(r.pending_bytes)}) still to send"
+            line += f"; {r.pending_lines} records ({human_bytes(r.pending_bytes)}) still to send"
             ok = False
         elif r.skipped:
             ok = False

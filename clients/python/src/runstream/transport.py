@@ -124,12 +124,12 @@ class Transport:
                 if self._conn.sock is not None:
                     self._conn.sock.settimeout(self._timeout)
 
-    def post_events(self, project: str, body: bytes) -> Response:
+    def post_events(self, project: str, body: bytes, content_type: str = "application/json") -> Response:
         return self.request(
             "POST",
             f"/api/v1/projects/{urllib.parse.quote(project, safe='')}/events",
             body,
-            {"Content-Type": "application/json"},
+            {"Content-Type": content_type},
         )
 
     def upload(
