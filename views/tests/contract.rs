@@ -358,3 +358,28 @@ async fn sqlite_random_writes() {
         random_writes_read_back_like_a_map(s, seed).await;
     }
 }
+
+/// Flushes go to the write-ahead log; a background checkpoint copies them into the database file
+/// soon after, so the write-ahead log does not grow without end.
+#[tokio::test]
+async fn sqlite_checkpoints_in_the_background() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v.db");
+    let store = runstream_views::open(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    for b in 0..4u64 {
+        let steps: Vec<i64> = (b as i64 * 50_000..(b as i64 + 1) * 50_000).collect();
+        let values = steps.iter().map(|s| *s as f64 * 0.37).collect();
+        store.apply(batch(b, steps, values, u128::from(b) + 1)).await.unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let size = std::fs::metadata(&path).unwrap().len();
+        if size > 2 * 1024 * 1024 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "views file still {size} bytes");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

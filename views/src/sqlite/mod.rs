@@ -103,6 +103,8 @@ pub struct SqliteViews {
     path: PathBuf,
     writer: Arc<Mutex<Connection>>,
     readers: Arc<Mutex<Vec<Connection>>>,
+    /// Tells the checkpoint thread a flush committed; dropping it ends the thread.
+    committed: std::sync::mpsc::SyncSender<()>,
 }
 
 fn connect(path: &Path) -> Result<Connection, ViewError> {
@@ -133,6 +135,18 @@ fn migrate(conn: &mut Connection) -> Result<(), ViewError> {
     Ok(())
 }
 
+/// Passively checkpoints the write-ahead log once commits have come in, a few at a time. A crash
+/// at any point loses nothing: committed frames stay in the write-ahead log until copied.
+fn checkpoint_after_commits(conn: Connection, committed: std::sync::mpsc::Receiver<()>) {
+    while committed.recv().is_ok() {
+        std::thread::sleep(Duration::from_millis(20));
+        let _ = committed.try_recv();
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "views checkpoint failed; the next flush retries it");
+        }
+    }
+}
+
 impl SqliteViews {
     pub async fn open(path: impl AsRef<Path>) -> Result<Self, ViewError> {
         let path = path.as_ref().to_path_buf();
@@ -140,17 +154,26 @@ impl SqliteViews {
             std::fs::create_dir_all(dir).map_err(|e| ViewError::Storage(format!("creating {}: {e}", dir.display())))?;
         }
         let p = path.clone();
-        let conn = tokio::task::spawn_blocking(move || -> Result<Connection, ViewError> {
+        let (conn, checkpointer) = tokio::task::spawn_blocking(move || -> Result<_, ViewError> {
             let mut conn = connect(&p)?;
             migrate(&mut conn)?;
-            Ok(conn)
+            // Flushes only append to the write-ahead log; a thread copies it into the database
+            // file, so the projector's commits do not wait for that copy and its fsync.
+            conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+            Ok((conn, connect(&p)?))
         })
         .await
         .map_err(|e| ViewError::Storage(e.to_string()))??;
+        let (committed, committed_rx) = std::sync::mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name("views-checkpoint".into())
+            .spawn(move || checkpoint_after_commits(checkpointer, committed_rx))
+            .map_err(|e| ViewError::Storage(format!("starting the views checkpointer: {e}")))?;
         Ok(Self {
             path,
             writer: Arc::new(Mutex::new(conn)),
             readers: Arc::new(Mutex::new(Vec::new())),
+            committed,
         })
     }
 
@@ -207,7 +230,10 @@ impl ViewStore for SqliteViews {
             write::apply(&mut conn, &batch)
         })
         .await
-        .map_err(|e| ViewError::Storage(format!("view writer panicked: {e}")))?
+        .map_err(|e| ViewError::Storage(format!("view writer panicked: {e}")))??;
+        // Full means a checkpoint is already due.
+        let _ = self.committed.try_send(());
+        Ok(())
     }
 
     async fn run_exists(&self, project: &str, run: &str) -> Result<bool, ViewError> {
