@@ -49,10 +49,6 @@ impl Consumer {
         }
     }
 
-    pub fn is_positioned(&self) -> bool {
-        !self.next.is_empty()
-    }
-
     /// Positions the consumer at the views' checkpoint.
     pub fn seek(&mut self, checkpoint: &BTreeMap<u32, u64>) {
         self.next = (0..self.log.partitions())
@@ -60,9 +56,9 @@ impl Consumer {
             .collect();
     }
 
-    /// Forgets the position, so the next step re-reads the checkpoint (after an error).
-    pub fn reset(&mut self) {
-        self.next.clear();
+    /// The next offset to read per partition.
+    pub fn positions(&self) -> &[u64] {
+        &self.next
     }
 
     /// The end offsets seen by the last poll, for waiting on new data.

@@ -118,10 +118,10 @@ impl Projector {
         shutdown: &mut watch::Receiver<bool>,
         backoff: &mut Duration,
     ) -> Result<(), ProjectorError> {
-        let checkpoint = self.views.checkpoint().await?;
-        let mut next: Vec<u64> = (0..self.log.partitions())
-            .map(|p| checkpoint.get(&p).copied().unwrap_or(0))
-            .collect();
+        let mut consumer = Consumer::new(self.log.clone(), self.config.clone());
+        consumer.seek(&self.views.checkpoint().await?);
+        // What the flushes below have covered; the consumer itself runs ahead of them.
+        let mut next = consumer.positions().to_vec();
         let reached = |next: &[u64]| {
             until.as_ref().is_some_and(|t| {
                 t.iter()
@@ -133,8 +133,6 @@ impl Projector {
             return Ok(());
         }
         let (tx, mut rx) = mpsc::channel::<Result<Polled, LogError>>(1);
-        let mut consumer = Consumer::new(self.log.clone(), self.config.clone());
-        consumer.seek(&checkpoint);
         let reader = AbortOnDrop(tokio::spawn(read_ahead(
             consumer,
             self.log.clone(),
