@@ -19,6 +19,11 @@ struct Req {
 }
 
 impl Req {
+    /// Reads need only the viewer role; searches are reads sent as POST (custom methods).
+    fn is_read(&self) -> bool {
+        self.method == Method::GET || self.path.contains("/runs:")
+    }
+
     fn get(name: &str, path: String) -> Req {
         Req {
             name: name.into(),
@@ -65,6 +70,21 @@ fn project_requests(project: &str, run: &str, tag: &str) -> Vec<Req> {
         Req::json("POST events", Method::POST, format!("{base}/events"), events, 200),
         Req::put("PUT file", format!("{base}/runs/{run}/files/probe-{tag}.txt"), b"probe"),
         Req::get("GET runs", format!("{base}/runs")),
+        Req::json(
+            "POST runs:search",
+            Method::POST,
+            format!("{base}/runs:search"),
+            json!({"filter": "exists metric.loss"}),
+            200,
+        ),
+        Req::json(
+            "POST runs:groups",
+            Method::POST,
+            format!("{base}/runs:groups"),
+            json!({"group_by": "state"}),
+            200,
+        ),
+        Req::get("GET fields", format!("{base}/fields")),
         Req::get("GET run", format!("{base}/runs/{run}")),
         Req::get("GET events", format!("{base}/runs/{run}/events")),
         Req::get("GET series", format!("{base}/runs/{run}/series?path=loss")),
@@ -539,7 +559,7 @@ async fn tokens_reach_only_their_projects_and_roles() {
         for r in project_requests("a", "ra", &tag(if may_write { "ok" } else { "refused" })) {
             let got = send(&s, &r, Some(&auth)).await;
             let what = format!("{who} on a: {} {}", r.name, r.path);
-            if r.method == Method::GET || may_write {
+            if r.is_read() || may_write {
                 check(&mut problems, &what, &got, r.ok, None, &[]);
             } else {
                 check(
@@ -780,6 +800,13 @@ async fn a_token_confined_to_a_project_gets_403_before_validation_elsewhere() {
             b"x",
         ),
         Req::get("GET runs, limit 0", format!("{b}/runs?limit=0")),
+        Req::json(
+            "POST runs:search, bad filter",
+            Method::POST,
+            format!("{b}/runs:search"),
+            json!({"filter": "((("}),
+            200,
+        ),
         Req::get("GET run, bad min_position", format!("{b}/runs/rb?min_position=x")),
         Req::get("GET events, limit 0", format!("{b}/runs/rb/events?limit=0")),
         Req::get("GET series without a path", format!("{b}/runs/rb/series")),

@@ -86,7 +86,10 @@ async fn capture(s: &Server, pos: &str) -> BTreeMap<String, Value> {
     let mut runs = Vec::new();
     let mut cursor = String::new();
     loop {
-        let (url, page) = get(format!("/api/v1/projects/{PROJECT}/runs?limit=2&cursor={cursor}")).await;
+        let (url, page) = get(format!(
+            "/api/v1/projects/{PROJECT}/runs?limit=2&include_deleted=true&cursor={cursor}"
+        ))
+        .await;
         for r in page["runs"].as_array().unwrap() {
             runs.push(r["run"].as_str().unwrap().to_string());
         }

@@ -15,6 +15,8 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub field: Option<String>,
+    /// For errors in a filter or field expression: the 0-based character position at fault.
+    pub position: Option<usize>,
     pub retry_after_s: Option<u64>,
 }
 
@@ -25,6 +27,7 @@ impl ApiError {
             code,
             message: message.into(),
             field: None,
+            position: None,
             retry_after_s: None,
         }
     }
@@ -40,6 +43,14 @@ impl ApiError {
         Self {
             field: Some(field).filter(|f| !f.is_empty()),
             ..Self::new(StatusCode::BAD_REQUEST, "invalid_argument", full)
+        }
+    }
+
+    /// An error at a position in the text of a request field (a filter, a sort).
+    pub fn invalid_at(field: impl Into<String>, position: usize, message: impl Into<String>) -> Self {
+        Self {
+            position: Some(position),
+            ..Self::invalid(field, message)
         }
     }
 
@@ -88,9 +99,12 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "error": { "code": self.code, "message": self.message, "field": self.field }
         });
+        if let Some(p) = self.position {
+            body["error"]["position"] = p.into();
+        }
         let mut resp = (self.status, axum::Json(body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(

@@ -6,14 +6,16 @@
 //! 504 with Retry-After if they have not — it never answers with data older than asked for.
 
 mod consistency;
+pub mod filter;
 mod runs;
+mod search;
 mod series;
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::FromRef;
-use axum::routing::get;
+use axum::routing::{get, post};
 use object_store::ObjectStore;
 use runstream_http::RegistryState;
 use runstream_log::EventLog;
@@ -38,7 +40,10 @@ impl FromRef<QueryState> for RegistryState {
 pub fn router(state: QueryState) -> Router {
     Router::new()
         .route("/api/v1/projects", get(runs::list_projects))
-        .route("/api/v1/projects/{project}/runs", get(runs::list_runs))
+        .route("/api/v1/projects/{project}/runs", get(search::list_runs))
+        .route("/api/v1/projects/{project}/runs:search", post(search::search_runs))
+        .route("/api/v1/projects/{project}/runs:groups", post(search::group_runs))
+        .route("/api/v1/projects/{project}/fields", get(search::fields))
         .route("/api/v1/projects/{project}/runs/{run}", get(runs::get_run))
         .route("/api/v1/projects/{project}/runs/{run}/events", get(runs::run_events))
         .route(

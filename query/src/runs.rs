@@ -11,8 +11,7 @@ use futures::TryStreamExt;
 use runstream_http::{ApiError, Authenticated, UrlPath};
 use runstream_schema::json::{EventJson, JsonF64, value_to_json};
 use runstream_schema::{Role, decode_batch, project_key};
-use runstream_views::RunRow;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::QueryState;
 use crate::consistency::wait_for;
@@ -39,53 +38,6 @@ pub(crate) async fn list_projects(
         .collect();
     Ok(Json(
         serde_json::json!({ "workspace": p.workspace, "projects": projects }),
-    ))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct ListRuns {
-    limit: Option<usize>,
-    cursor: Option<String>,
-    min_position: Option<String>,
-    wait_ms: Option<u64>,
-}
-
-#[derive(Serialize)]
-struct RunsPage {
-    runs: Vec<RunRow>,
-    /// Pass as `cursor` for the next page; absent on the last page.
-    next_cursor: Option<String>,
-}
-
-pub(crate) async fn list_runs(
-    State(st): State<QueryState>,
-    Authenticated(p): Authenticated,
-    UrlPath(project): UrlPath<String>,
-    q: Result<Query<ListRuns>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let project = st.registry.authorize(&p, &project, Role::Viewer)?;
-    let q = query(q)?;
-    wait_for(st.views.as_ref(), q.min_position.as_deref(), q.wait_ms).await?;
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::invalid("limit", format!("{limit} is outside 1..=1000")));
-    }
-    let after = match q.cursor.as_deref() {
-        None | Some("") => None,
-        Some(c) => Some(
-            c.split_once(':')
-                .and_then(|(t, r)| Some((t.parse::<i64>().ok()?, r.to_string())))
-                .ok_or_else(|| ApiError::invalid("cursor", format!("{c:?} is not a cursor this API returned")))?,
-        ),
-    };
-    let pk = project_key(&p.workspace, &project);
-    let runs = st.views.list_runs(&pk, after, limit).await?;
-    let next_cursor = (runs.len() == limit)
-        .then(|| runs.last().map(|r| format!("{}:{}", r.created_ms, r.run)))
-        .flatten();
-    Ok(Json(
-        serde_json::to_value(RunsPage { runs, next_cursor }).map_err(|e| ApiError::internal(e.to_string()))?,
     ))
 }
 

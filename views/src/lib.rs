@@ -13,12 +13,14 @@ pub mod block;
 pub mod registry;
 pub mod rollup;
 mod rows;
+pub mod search;
 mod sqlite;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 pub use rows::*;
+use search::{Catalog, Groups, RunGrouping, RunSearch, SearchPage};
 pub use sqlite::SqliteViews;
 
 use runstream_schema::EventId;
@@ -61,13 +63,14 @@ pub trait ViewStore: Send + Sync + 'static {
 
     async fn run_exists(&self, project: &str, run: &str) -> Result<bool, ViewError>;
 
-    /// Runs of a project, newest first, after the keyset `after` (created_ms, run id).
-    async fn list_runs(
-        &self,
-        project: &str,
-        after: Option<(i64, String)>,
-        limit: usize,
-    ) -> Result<Vec<RunRow>, ViewError>;
+    /// One page of the runs a search selects, in its order.
+    async fn search_runs(&self, search: RunSearch) -> Result<SearchPage, ViewError>;
+
+    /// The runs a search selects, counted and summarised per value of a field.
+    async fn group_runs(&self, grouping: RunGrouping) -> Result<Groups, ViewError>;
+
+    /// The attribute and metric paths of a project.
+    async fn catalog(&self, project: &str) -> Result<Catalog, ViewError>;
 
     async fn get_run(&self, project: &str, run: &str) -> Result<Option<RunDetail>, ViewError>;
 

@@ -6,6 +6,7 @@
 //! Schema changes are numbered migrations tracked in `PRAGMA user_version`.
 
 mod read;
+mod search;
 mod write;
 
 use std::collections::{BTreeMap, HashSet};
@@ -96,6 +97,31 @@ CREATE TABLE events (
     id BLOB PRIMARY KEY, project TEXT NOT NULL, run TEXT NOT NULL, partition INTEGER NOT NULL,
     offset INTEGER NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL);
 CREATE INDEX events_by_run ON events (project, run, partition, offset, seq);
+"#,
+    // Run search: the attribute paths and metric paths each project has seen, with every type
+    // (filters are typed against them), and indexes on (project, field, value, run) for sorting,
+    // which a page walks in either direction from its cursor. `attributes_by_value` holds the
+    // expression the search compiles for an attribute's sort value (search::ATTR_KEY).
+    r#"
+CREATE TABLE attribute_keys (
+    project TEXT NOT NULL, path TEXT NOT NULL, type TEXT NOT NULL,
+    PRIMARY KEY (project, path, type)) WITHOUT ROWID;
+INSERT OR IGNORE INTO attribute_keys SELECT DISTINCT project, path, type FROM attributes;
+CREATE TABLE series_keys (
+    project TEXT NOT NULL, path TEXT NOT NULL, kind TEXT NOT NULL,
+    PRIMARY KEY (project, path, kind)) WITHOUT ROWID;
+INSERT OR IGNORE INTO series_keys SELECT DISTINCT project, path, kind FROM series;
+CREATE INDEX attributes_by_value ON attributes (project, path,
+    (CASE type WHEN 'float' THEN f WHEN 'string' THEN s WHEN 'string_set' THEN NULL ELSE i END));
+CREATE INDEX series_by_last ON series (project, path, kind, last_value, run);
+CREATE INDEX series_by_min ON series (project, path, kind, min, run);
+CREATE INDEX series_by_max ON series (project, path, kind, max, run);
+CREATE INDEX series_by_mean ON series (project, path, kind, (sum / n_values), run);
+DROP INDEX runs_by_created;
+CREATE INDEX runs_by_created ON runs (project, created_ms, run);
+CREATE INDEX runs_by_updated ON runs (project, updated_ms, run);
+CREATE INDEX runs_by_finished ON runs (project, finished_ms, run);
+CREATE INDEX runs_by_name ON runs (project, name, run);
 "#,
 ];
 
@@ -245,14 +271,17 @@ impl ViewStore for SqliteViews {
         .await
     }
 
-    async fn list_runs(
-        &self,
-        project: &str,
-        after: Option<(i64, String)>,
-        limit: usize,
-    ) -> Result<Vec<RunRow>, ViewError> {
+    async fn search_runs(&self, search: RunSearch) -> Result<SearchPage, ViewError> {
+        self.read(move |c| search::search(c, &search)).await
+    }
+
+    async fn group_runs(&self, grouping: RunGrouping) -> Result<Groups, ViewError> {
+        self.read(move |c| search::group(c, &grouping)).await
+    }
+
+    async fn catalog(&self, project: &str) -> Result<Catalog, ViewError> {
         let p = project.to_string();
-        self.read(move |c| read::list_runs(c, &p, after, limit)).await
+        self.read(move |c| search::catalog(c, &p)).await
     }
 
     async fn get_run(&self, project: &str, run: &str) -> Result<Option<RunDetail>, ViewError> {

@@ -12,8 +12,11 @@ use crate::*;
 
 const RUN_COLUMNS: &str = "run, name, experiment, parent_run, description, owner, state, state_message, \
                            created_ms, updated_ms, finished_ms, heartbeat_ms, deleted";
+/// The same columns of the runs table aliased `r`.
+pub(super) const RUN_COLUMNS_R: &str = "r.run, r.name, r.experiment, r.parent_run, r.description, r.owner, r.state, \
+                                        r.state_message, r.created_ms, r.updated_ms, r.finished_ms, r.heartbeat_ms, r.deleted";
 
-fn run_row(r: &Row<'_>) -> rusqlite::Result<RunRow> {
+pub(super) fn run_row(r: &Row<'_>) -> rusqlite::Result<RunRow> {
     Ok(RunRow {
         run: r.get(0)?,
         name: r.get(1)?,
@@ -29,33 +32,6 @@ fn run_row(r: &Row<'_>) -> rusqlite::Result<RunRow> {
         heartbeat_ms: r.get(11)?,
         deleted: r.get(12)?,
     })
-}
-
-pub(super) fn list_runs(
-    c: &Connection,
-    project: &str,
-    after: Option<(i64, String)>,
-    limit: usize,
-) -> Result<Vec<RunRow>, ViewError> {
-    let rows = match after {
-        None => {
-            let mut stmt = c.prepare_cached(&format!(
-                "SELECT {RUN_COLUMNS} FROM runs WHERE project = ?1 ORDER BY created_ms DESC, run LIMIT ?2"
-            ))?;
-            stmt.query_map(params![project, limit as i64], run_row)?
-                .collect::<Result<Vec<_>, _>>()?
-        }
-        Some((created, run)) => {
-            let mut stmt = c.prepare_cached(&format!(
-                "SELECT {RUN_COLUMNS} FROM runs WHERE project = ?1
-                 AND (created_ms < ?2 OR (created_ms = ?2 AND run > ?3))
-                 ORDER BY created_ms DESC, run LIMIT ?4"
-            ))?;
-            stmt.query_map(params![project, created, run, limit as i64], run_row)?
-                .collect::<Result<Vec<_>, _>>()?
-        }
-    };
-    Ok(rows)
 }
 
 pub(super) fn value_from_columns(

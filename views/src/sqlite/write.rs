@@ -1,6 +1,6 @@
 //! One flush: every row of a batch, the rollups it dirties and its checkpoint, in one transaction.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use runstream_schema::Value;
 use rusqlite::{Connection, Transaction, params};
@@ -127,11 +127,17 @@ fn write_attributes(tx: &Transaction, rows: &[AttrRow]) -> Result<(), ViewError>
          ON CONFLICT (project, run, path) DO UPDATE SET type = excluded.type, i = excluded.i, f = excluded.f, s = excluded.s",
     )?;
     let mut delete = tx.prepare_cached("DELETE FROM attributes WHERE project = ?1 AND run = ?2 AND path = ?3")?;
+    let mut key =
+        tx.prepare_cached("INSERT OR IGNORE INTO attribute_keys (project, path, type) VALUES (?1, ?2, ?3)")?;
+    let mut keys_seen = HashSet::new();
     for r in rows {
         match &r.value {
             Some(v) => {
                 let (t, i, f, s) = value_columns(v);
                 upsert.execute(params![r.project, r.run, r.path, t, i, f, s])?;
+                if keys_seen.insert((&r.project, &r.path, t)) {
+                    key.execute(params![r.project, r.path, t])?;
+                }
             }
             None => {
                 delete.execute(params![r.project, r.run, r.path])?;
@@ -164,6 +170,8 @@ impl SeriesIds {
         }
         tx.prepare_cached("INSERT OR IGNORE INTO series (project, run, path, kind) VALUES (?1, ?2, ?3, ?4)")?
             .execute(params![key.project, key.run, key.path, kind])?;
+        tx.prepare_cached("INSERT OR IGNORE INTO series_keys (project, path, kind) VALUES (?1, ?2, ?3)")?
+            .execute(params![key.project, key.path, kind])?;
         let id: i64 = tx
             .prepare_cached("SELECT id FROM series WHERE project = ?1 AND run = ?2 AND path = ?3 AND kind = ?4")?
             .query_row(params![key.project, key.run, key.path, kind], |r| r.get(0))?;

@@ -1,0 +1,387 @@
+//! Query latency on the embedded default, through the HTTP API.
+//!
+//! A generator writes 100,000 runs with 100 attributes each (40 float and 20 int parameters, 30
+//! string settings, 10 flags), two short metrics, a tag on some, a dataset version each, then one
+//! 10,000,000-point series and one 12,500-point series, straight into the views. The query
+//! service then answers, over HTTP on localhost:
+//!
+//! - filtered, sorted first pages of 50 runs with 5 columns (target: median under 30 ms);
+//! - 1,000 buckets of the 10M-point series (target: under 10 ms);
+//! - the full 12,500-point history of a series (target: under 10 ms);
+//! - a grouping of every run by owner, for reference.
+//!
+//! The baseline, measured in the same run: reading one attribute of every run with a plain
+//! SQLite query, the least a tool must do to sort runs client-side.
+//!
+//! Run: `cargo bench --bench query` (`-- --runs N --points N` for a smaller set). The generated
+//! views are kept in target/query-bench and reused while the generator is unchanged.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use runstream_schema::{ArtifactKind, Direction, ProjectId, RunState, Value, WorkspaceId};
+use runstream_views::registry::Registry;
+use runstream_views::*;
+
+const PROJECT: &str = "default/default";
+const T0: i64 = 1_780_000_000_000;
+/// Bump when the generated data changes, so cached views are rebuilt.
+const GENERATOR: u32 = 1;
+const SAMPLES: usize = 40;
+
+fn arg(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+}
+
+async fn generate(views: &dyn ViewStore, runs: usize, points: usize) {
+    let mut rng = StdRng::seed_from_u64(7);
+    let started = Instant::now();
+    for chunk in (0..runs).collect::<Vec<_>>().chunks(1000) {
+        let mut b = RowBatch::default();
+        for &i in chunk {
+            let run = format!("run-{i:06}");
+            let created_ms = T0 + i as i64 * 1000;
+            let state = match rng.random_range(0..10) {
+                0 => RunState::Failed,
+                1 | 2 => RunState::Running,
+                _ => RunState::Finished,
+            };
+            b.runs.push(RunPatch {
+                project: PROJECT.into(),
+                run: run.clone(),
+                created: Some(RunCreatedRow {
+                    name: format!("resnet-{}", i % 997),
+                    experiment: format!("exp-{}", i % 50),
+                    parent_run: None,
+                    description: String::new(),
+                    owner: format!("user-{}", i % 20),
+                    created_ms,
+                }),
+                state: Some((state, String::new(), created_ms + rng.random_range(60_000..7_200_000))),
+                heartbeat_ms: None,
+                deleted: None,
+                updated_ms: created_ms,
+            });
+            let mut attr = |path: String, value: Value| {
+                b.attributes.push(AttrRow {
+                    project: PROJECT.into(),
+                    run: run.clone(),
+                    path,
+                    value: Some(value),
+                })
+            };
+            for k in 0..40 {
+                attr(format!("params/f{k:02}"), Value::Float(rng.random()));
+            }
+            for k in 0..20 {
+                attr(format!("params/i{k:02}"), Value::Int(rng.random_range(0..100)));
+            }
+            for k in 0..30 {
+                attr(
+                    format!("config/s{k:02}"),
+                    Value::String(format!("value-{}", rng.random_range(0..10))),
+                );
+            }
+            for k in 0..10 {
+                attr(format!("flags/b{k}"), Value::Bool(rng.random()));
+            }
+            for (path, lo) in [("val/acc", 0.5), ("loss", 0.0)] {
+                b.float_series.push(FloatSeriesRows {
+                    key: SeriesKey {
+                        project: PROJECT.into(),
+                        run: run.clone(),
+                        path: path.into(),
+                    },
+                    steps: (0..5).collect(),
+                    times_ms: (0..5).map(|s| created_ms + s * 1000).collect(),
+                    values: (0..5).map(|_| rng.random_range(lo..1.0)).collect(),
+                });
+            }
+            if rng.random_bool(0.1) {
+                b.tags.push(TagRow {
+                    project: PROJECT.into(),
+                    run: run.clone(),
+                    tag: "best".into(),
+                    present: true,
+                });
+            }
+            b.lineage.push(LineageRow {
+                project: PROJECT.into(),
+                run: run.clone(),
+                direction: Direction::Input,
+                kind: ArtifactKind::Dataset,
+                name: "imagenet".into(),
+                version: format!("v{}", rng.random_range(1..6)),
+                digest: String::new(),
+                uri: String::new(),
+                time_ms: created_ms,
+            });
+        }
+        b.checkpoint = vec![(0, 1)];
+        views.apply(b).await.unwrap();
+        if chunk[0] % 10_000 == 0 {
+            eprintln!(
+                "  {} runs written, {:.0} s",
+                chunk[0] + chunk.len(),
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    for (path, n) in [("train/loss", points), ("train/acc", 12_500)] {
+        let mut step = 0usize;
+        while step < n {
+            let end = (step + 200_000).min(n);
+            let steps: Vec<i64> = (step as i64..end as i64).collect();
+            views
+                .apply(RowBatch {
+                    float_series: vec![FloatSeriesRows {
+                        key: SeriesKey {
+                            project: PROJECT.into(),
+                            run: "run-000000".into(),
+                            path: path.into(),
+                        },
+                        times_ms: steps.iter().map(|s| T0 + s * 10).collect(),
+                        values: steps.iter().map(|s| (*s as f64 * 1e-4).sin()).collect(),
+                        steps,
+                    }],
+                    checkpoint: vec![(0, 1)],
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            step = end;
+        }
+        eprintln!("  series {path}: {n} points, {:.0} s", started.elapsed().as_secs_f64());
+    }
+}
+
+fn median_p90(mut xs: Vec<Duration>) -> (f64, f64) {
+    xs.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    (ms(xs[xs.len() / 2]), ms(xs[xs.len() * 9 / 10]))
+}
+
+struct Bench {
+    client: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Bench {
+    /// Times a request `SAMPLES` times after a few warm-ups; checks the answer with `check`.
+    async fn time(
+        &self,
+        what: &str,
+        target_ms: Option<f64>,
+        req: impl Fn() -> reqwest::RequestBuilder,
+        check: impl Fn(&serde_json::Value),
+    ) -> f64 {
+        let mut times = Vec::with_capacity(SAMPLES);
+        for i in 0..SAMPLES + 3 {
+            let started = Instant::now();
+            let r = req().bearer_auth(&self.token).send().await.unwrap();
+            let status = r.status();
+            let body = r.bytes().await.unwrap();
+            let elapsed = started.elapsed();
+            assert!(
+                status.is_success(),
+                "{what}: {status}: {}",
+                String::from_utf8_lossy(&body)
+            );
+            if i == 0 {
+                check(&serde_json::from_slice(&body).unwrap());
+            }
+            if i >= 3 {
+                times.push(elapsed);
+            }
+        }
+        let (median, p90) = median_p90(times);
+        let target = target_ms.map(|t| format!("  (target < {t} ms)")).unwrap_or_default();
+        println!("{what:<72} median {median:>7.2} ms  p90 {p90:>7.2} ms{target}");
+        median
+    }
+
+    fn search(&self, body: serde_json::Value) -> impl Fn() -> reqwest::RequestBuilder + '_ {
+        move || {
+            self.client
+                .post(format!("{}/api/v1/projects/default/runs:search", self.base))
+                .json(&body)
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let runs: usize = arg(&args, "--runs").and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    let points: usize = arg(&args, "--points")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000_000);
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/query-bench");
+    std::fs::create_dir_all(&dir).unwrap();
+    let stamp = format!("generator {GENERATOR}, {runs} runs, {points} points\n");
+    let views_path = dir.join("views.db");
+    let stamp_path = dir.join("generated");
+    let reuse = std::fs::read_to_string(&stamp_path).ok().as_deref() == Some(stamp.as_str());
+    if !reuse {
+        for ext in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(dir.join(format!("views.db{ext}")));
+        }
+        let _ = std::fs::remove_file(&stamp_path);
+    }
+    let views: Arc<dyn ViewStore> = Arc::new(SqliteViews::open(&views_path).await.unwrap());
+    if reuse {
+        eprintln!("reusing the views generated in {}", dir.display());
+    } else {
+        eprintln!("generating {runs} runs x 100 attributes and a {points}-point series ...");
+        let started = Instant::now();
+        generate(views.as_ref(), runs, points).await;
+        std::fs::write(&stamp_path, &stamp).unwrap();
+        eprintln!("generated in {:.0} s", started.elapsed().as_secs_f64());
+    }
+
+    let tmp = tempfile::tempdir().unwrap();
+    let log_url = format!("sqlite://{}/log.db", tmp.path().display());
+    let log = runstream_log::open(&log_url, "events", 1).await.unwrap();
+    let registry_log = runstream_log::open(&log_url, "registry", 1).await.unwrap();
+    let registry = Arc::new(Registry::new());
+    let boot = runstream_ingest::bootstrap(
+        registry_log,
+        &registry,
+        WorkspaceId::new("default").unwrap(),
+        ProjectId::new("default").unwrap(),
+        None,
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let blobs = Arc::new(object_store::local::LocalFileSystem::new_with_prefix(tmp.path()).unwrap());
+    let app = runstream_query::router(runstream_query::QueryState {
+        views,
+        log,
+        blobs,
+        registry,
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let b = Bench {
+        client: reqwest::Client::new(),
+        base: format!("http://{addr}"),
+        token: boot.token,
+    };
+
+    // The baseline: one attribute of every run, read with plain SQL.
+    let conn = rusqlite::Connection::open(&views_path).unwrap();
+    let mut base_times = Vec::new();
+    for i in 0..SAMPLES + 3 {
+        let started = Instant::now();
+        let mut stmt = conn
+            .prepare_cached("SELECT run, f FROM attributes WHERE project = ?1 AND path = 'params/f12'")
+            .unwrap();
+        let n = stmt
+            .query_map([PROJECT], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<f64>>(1)?)))
+            .unwrap()
+            .count();
+        assert_eq!(n, runs);
+        if i >= 3 {
+            base_times.push(started.elapsed());
+        }
+    }
+    let (baseline, _) = median_p90(base_times);
+    println!(
+        "{:<72} median {baseline:>7.2} ms",
+        format!("baseline: one attribute of all {runs} runs, plain SQLite")
+    );
+
+    let columns = serde_json::json!([
+        "attr.params/f00",
+        "attr.config/s01",
+        "max(metric.val/acc)",
+        "metric.loss",
+        "owner"
+    ]);
+    let full_page = |v: &serde_json::Value| {
+        let n = v["runs"].as_array().map_or(0, Vec::len);
+        assert_eq!(n, 50, "expected a full page: {v}");
+    };
+    let searches = [
+        (
+            "used(dataset, 'imagenet', 'v3') and max(metric.val/acc) > 0.93",
+            "created desc",
+        ),
+        (
+            "attr.params/f07 > 0.5 and attr.config/s03 = 'value-3'",
+            "max(metric.val/acc) desc",
+        ),
+        ("state = 'finished' and attr.params/i04 < 50", "attr.params/f12 asc"),
+        (
+            "attr.params/f01 < 0.002 or tag = 'best' and attr.flags/b1 = true",
+            "name asc",
+        ),
+        (
+            "mean(metric.loss) between 0.25 and 0.75 and not owner in ('user-1', 'user-2')",
+            "attr.params/f03 desc",
+        ),
+    ];
+    let mut medians = Vec::new();
+    for (filter, sort) in searches {
+        let body = serde_json::json!({"filter": filter, "sort": sort, "limit": 50, "columns": columns});
+        let what = format!("search: {filter} | {sort}");
+        let what = if what.len() > 72 {
+            format!("{}...", &what[..69])
+        } else {
+            what
+        };
+        medians.push(b.time(&what, Some(30.0), b.search(body), full_page).await);
+    }
+    medians.sort_by(f64::total_cmp);
+    println!(
+        "{:<72} median {:>7.2} ms  ({:.0}x faster than the baseline)",
+        "first page, median over the searches above",
+        medians[medians.len() / 2],
+        baseline / medians[medians.len() / 2]
+    );
+
+    let series = |path: &'static str, query: &'static str| {
+        let url = format!(
+            "{}/api/v1/projects/default/runs/run-000000/series?path={path}&{query}",
+            b.base
+        );
+        let client = b.client.clone();
+        move || client.get(&url)
+    };
+    b.time(
+        &format!("series: {points} points in 1,000 buckets"),
+        Some(10.0),
+        series("train/loss", "buckets=1000"),
+        |v| assert!(v["buckets"].as_array().is_some_and(|a| a.len() == 1000), "{v}"),
+    )
+    .await;
+    b.time(
+        "series: full history of a 12,500-point series",
+        Some(10.0),
+        series("train/acc", "limit=12500"),
+        |v| assert_eq!(v["steps"].as_array().map(Vec::len), Some(12_500)),
+    )
+    .await;
+    b.time(
+        &format!("groups: all {runs} runs by owner, 2 aggregates"),
+        None,
+        || {
+            b.client
+                .post(format!("{}/api/v1/projects/default/runs:groups", b.base))
+                .json(&serde_json::json!({
+                    "group_by": "owner", "aggregates": ["max(metric.val/acc)", "attr.params/f00"]
+                }))
+        },
+        |v| assert_eq!(v["groups"].as_array().map(Vec::len), Some(20)),
+    )
+    .await;
+}

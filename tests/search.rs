@@ -1,0 +1,364 @@
+//! Run search over HTTP against the real binary: filter, sort, columns, paging, groups, the field
+//! catalog, and a corpus of bad filters each refused with a 400 that names the field and the
+//! position at fault.
+
+mod common;
+
+use common::{Server, client, event_id, post_events};
+use serde_json::{Value, json};
+
+const PROJECT: &str = "default";
+
+async fn post(s: &Server, path: &str, body: &Value) -> (u16, Value) {
+    let r = client()
+        .post(s.url(&format!("/api/v1/projects/{PROJECT}/{path}")))
+        .bearer_auth(&s.token)
+        .json(body)
+        .send()
+        .await
+        .expect("post");
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+/// Five runs: (id, lr, optimizer, accuracy points, tags, dataset version, final state).
+async fn seed(s: &Server) -> String {
+    let runs = [
+        ("a", 0.1, "adam", vec![0.5, 0.91, 0.95], vec!["best"], "v2", "finished"),
+        ("b", 0.01, "sgd", vec![0.6, 0.97, 0.96], vec![], "v2", "finished"),
+        ("c", 0.001, "adam", vec![0.2, 0.4], vec!["baseline"], "v1", "failed"),
+        (
+            "d",
+            0.01,
+            "adam",
+            vec![0.93, 0.94],
+            vec!["best", "baseline"],
+            "v2",
+            "running",
+        ),
+        ("e", 0.05, "Adam", vec![], vec![], "v1", "running"),
+    ];
+    let mut events = Vec::new();
+    for (run, lr, opt, acc, tags, version, state) in runs {
+        events.push(json!({"id": event_id(), "run": run, "run_created": {"name": format!("resnet-{run}")}}));
+        events.push(json!({"id": event_id(), "run": run, "attributes_set": {"attributes": {
+            "params": {"lr": lr, "optimizer": opt}, "odd key": run == "a"}}}));
+        if !acc.is_empty() {
+            let steps: Vec<i64> = (0..acc.len() as i64).collect();
+            events.push(json!({"id": event_id(), "run": run, "float_points": {
+                "series": "val/acc", "steps": steps, "values": acc}}));
+        }
+        if !tags.is_empty() {
+            events.push(json!({"id": event_id(), "run": run, "tags_added": {"tags": tags}}));
+        }
+        events.push(json!({"id": event_id(), "run": run, "lineage": {
+            "direction": "input", "kind": "dataset", "name": "imagenet", "version": version}}));
+        if state != "running" {
+            events.push(json!({"id": event_id(), "run": run, "run_state": {"state": state}}));
+        }
+    }
+    let (status, body) = post_events(s, PROJECT, &json!({ "events": events })).await;
+    assert_eq!(status, 200, "{body}");
+    body["position"].as_str().expect("position").to_string()
+}
+
+fn ids(body: &Value) -> Vec<String> {
+    body["runs"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no runs in {body}"))
+        .iter()
+        .map(|r| r["run"].as_str().expect("run id").to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn search_filters_sorts_pages_and_groups() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Server::start(dir.path());
+    let position = seed(&s).await;
+
+    // The example, in small: a dataset version, an accuracy threshold, newest-first by
+    // default, with chosen columns.
+    let (st, body) = post(
+        &s,
+        "runs:search",
+        &json!({
+            "filter": "used(dataset, 'imagenet', 'v2') and max(metric.val/acc) > 0.93",
+            "sort": "max(metric.val/acc) desc",
+            "columns": ["attr.params/lr", "max(metric.val/acc)", "metric.val/acc", "state", "attr.\"odd key\""],
+            "min_position": position,
+        }),
+    )
+    .await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(ids(&body), ["b", "a", "d"]);
+    let a = &body["runs"][1];
+    assert_eq!(a["columns"]["attr.params/lr"], json!(0.1));
+    assert_eq!(a["columns"]["max(metric.val/acc)"], json!(0.95));
+    assert_eq!(a["columns"]["metric.val/acc"], json!(0.95));
+    assert_eq!(a["columns"]["state"], json!("finished"));
+    assert_eq!(a["columns"]["attr.\"odd key\""], json!(true));
+    assert_eq!(body["runs"][0]["columns"]["attr.\"odd key\""], json!(false));
+    assert_eq!(body["next_cursor"], Value::Null);
+
+    // or, not, in, like / ilike, tags, exists; runs lacking the sort field come last.
+    let cases = [
+        (
+            "attr.params/optimizer = 'adam' or tag = 'best'",
+            "attr.params/lr asc",
+            vec!["c", "d", "a"],
+        ),
+        (
+            "attr.params/optimizer ilike 'ADAM'",
+            "run desc",
+            vec!["e", "d", "c", "a"],
+        ),
+        ("attr.params/optimizer like 'A%'", "", vec!["e"]),
+        ("not tag in ('best', 'baseline')", "run", vec!["b", "e"]),
+        ("tag = 'best' and tag != 'baseline'", "run", vec!["a"]),
+        ("not exists metric.val/acc", "run", vec!["e"]),
+        ("state in ('finished', 'failed') and not exists tag", "run", vec!["b"]),
+        (
+            "attr.params/lr between 0.01 and 0.05",
+            "metric.val/acc desc",
+            vec!["b", "d", "e"],
+        ),
+        ("exists finished", "finished", vec!["a", "b", "c"]),
+        ("", "min(metric.val/acc) asc", vec!["c", "a", "b", "d", "e"]),
+        ("count(metric.val/acc) >= 3", "run", vec!["a", "b"]),
+        (
+            "name like 'resnet-_'",
+            "attr.params/lr desc",
+            vec!["a", "e", "d", "b", "c"],
+        ),
+    ];
+    for (filter, sort, want) in cases {
+        let (st, body) = post(&s, "runs:search", &json!({"filter": filter, "sort": sort})).await;
+        assert_eq!(st, 200, "{filter}: {body}");
+        assert_eq!(ids(&body), want, "{filter} sorted by {sort:?}");
+    }
+
+    // Keyset paging through GET, one run a page, across the runs that lack the sort field.
+    let mut cursor = String::new();
+    let mut seen = Vec::new();
+    for _ in 0..10 {
+        let r = client()
+            .get(s.url(&format!("/api/v1/projects/{PROJECT}/runs")))
+            .query(&[
+                ("filter", "exists attr.params/lr"),
+                ("sort", "last(metric.val/acc) desc"),
+                ("limit", "2"),
+            ])
+            .query(&[("cursor", cursor.as_str())])
+            .bearer_auth(&s.token)
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(r.status(), 200);
+        let body: Value = r.json().await.expect("json");
+        seen.extend(ids(&body));
+        match body["next_cursor"].as_str() {
+            Some(c) => cursor = c.to_string(),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["b", "a", "d", "c", "e"]);
+
+    // Groups: by optimizer, with accuracy and learning-rate summaries.
+    let (st, body) = post(
+        &s,
+        "runs:groups",
+        &json!({"group_by": "attr.params/optimizer", "aggregates": ["max(metric.val/acc)", "attr.params/lr"]}),
+    )
+    .await;
+    assert_eq!(st, 200, "{body}");
+    let groups = body["groups"].as_array().expect("groups");
+    let keys: Vec<&Value> = groups.iter().map(|g| &g["key"]).collect();
+    assert_eq!(keys, [&json!("Adam"), &json!("adam"), &json!("sgd")]);
+    let adam = &groups[1];
+    assert_eq!(adam["runs"], json!(3));
+    assert_eq!(adam["aggregates"]["max(metric.val/acc)"]["count"], json!(3));
+    assert_eq!(adam["aggregates"]["max(metric.val/acc)"]["max"], json!(0.95));
+    assert_eq!(adam["aggregates"]["max(metric.val/acc)"]["min"], json!(0.4));
+    assert_eq!(adam["aggregates"]["attr.params/lr"]["max"], json!(0.1));
+    assert_eq!(body["truncated"], json!(false));
+
+    // The catalog a filter editor completes from.
+    let r = client()
+        .get(s.url(&format!("/api/v1/projects/{PROJECT}/fields")))
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .expect("get");
+    let fields: Value = r.json().await.expect("json");
+    let attrs: Vec<&str> = fields["attributes"]
+        .as_array()
+        .expect("attributes")
+        .iter()
+        .map(|a| a["field"].as_str().expect("field"))
+        .collect();
+    assert_eq!(attrs, ["attr.\"odd key\"", "attr.params/lr", "attr.params/optimizer"]);
+    assert_eq!(fields["metrics"][0]["field"], json!("metric.val/acc"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_filters_get_a_400_naming_field_and_position() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Server::start(dir.path());
+    let position = seed(&s).await;
+    let (st, _) = post(&s, "runs:search", &json!({"min_position": position})).await;
+    assert_eq!(st, 200);
+
+    // (request body, field at fault, position, words the message must hold)
+    let cases: Vec<(Value, &str, Option<u64>, &[&str])> = vec![
+        (
+            json!({"filter": "attr.params/lr > 'high'"}),
+            "filter",
+            Some(17),
+            &["cannot compare", "attr.params/lr"],
+        ),
+        (
+            json!({"filter": "attr.nope = 1"}),
+            "filter",
+            Some(0),
+            &["unknown attribute", "nope"],
+        ),
+        (
+            json!({"filter": "metric.nope > 1"}),
+            "filter",
+            Some(0),
+            &["unknown metric"],
+        ),
+        (
+            json!({"filter": "colour = 'red'"}),
+            "filter",
+            Some(0),
+            &["unknown field", "colour"],
+        ),
+        (
+            json!({"filter": "name = 'a' and"}),
+            "filter",
+            Some(14),
+            &["expected a field"],
+        ),
+        (
+            json!({"filter": "(state = 'failed'"}),
+            "filter",
+            Some(17),
+            &["expected ')'"],
+        ),
+        (
+            json!({"filter": "name = 'unterminated"}),
+            "filter",
+            Some(7),
+            &["unterminated"],
+        ),
+        (
+            json!({"filter": "state = 'crashed'"}),
+            "filter",
+            Some(8),
+            &["state is one of"],
+        ),
+        (
+            json!({"filter": "created > 'last week'"}),
+            "filter",
+            Some(10),
+            &["is a date"],
+        ),
+        (json!({"filter": "tag > 'a'"}), "filter", Some(6), &["tags support"]),
+        (
+            json!({"filter": "name in ('a', 1)"}),
+            "filter",
+            Some(14),
+            &["cannot compare"],
+        ),
+        (
+            json!({"filter": "duration > 1 1"}),
+            "filter",
+            Some(13),
+            &["expected 'and', 'or'"],
+        ),
+        (
+            json!({"filter": "name ; drop table runs"}),
+            "filter",
+            Some(5),
+            &["unexpected character"],
+        ),
+        (
+            json!({"filter": "used(car, 'x')"}),
+            "filter",
+            Some(5),
+            &["artifact kind"],
+        ),
+        (
+            json!({"sort": "max(attr.params/lr)"}),
+            "sort",
+            Some(4),
+            &["takes a metric"],
+        ),
+        (json!({"sort": "tag desc"}), "sort", Some(0), &["tag is a set"]),
+        (
+            json!({"sort": "created sideways"}),
+            "sort",
+            Some(8),
+            &["expected asc, desc"],
+        ),
+        (
+            json!({"columns": ["run", "attr.zzz"]}),
+            "columns[1]",
+            Some(0),
+            &["unknown attribute"],
+        ),
+        (json!({"cursor": "nonsense"}), "cursor", None, &["not a cursor"]),
+        (json!({"limit": 0}), "limit", None, &["outside"]),
+        (json!({"filter": 7}), "filter", None, &["invalid type"]),
+        (
+            json!({"fliter": "run = 'a'"}),
+            "fliter",
+            None,
+            &["unknown field", "filter"],
+        ),
+    ];
+    for (body, field, position, words) in cases {
+        let (st, got) = post(&s, "runs:search", &body).await;
+        let what = format!("{body} -> {got}");
+        assert_eq!(st, 400, "{what}");
+        let e = &got["error"];
+        assert_eq!(e["code"], json!("invalid_argument"), "{what}");
+        assert_eq!(e["field"], json!(field), "{what}");
+        assert_eq!(e["position"].as_u64(), position, "{what}");
+        let message = e["message"].as_str().expect("message");
+        for w in words {
+            assert!(message.contains(w), "{what}: message lacks {w:?}");
+        }
+    }
+
+    // A cursor is bound to its sort.
+    let (_, page) = post(&s, "runs:search", &json!({"sort": "run", "limit": 1})).await;
+    let cursor = page["next_cursor"].as_str().expect("a next page").to_string();
+    let (st, got) = post(
+        &s,
+        "runs:search",
+        &json!({"sort": "name", "limit": 1, "cursor": cursor}),
+    )
+    .await;
+    assert_eq!(st, 400, "{got}");
+    assert!(
+        got["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("belongs to a search sorted by")
+    );
+
+    // Groups check their fields the same way.
+    let (st, got) = post(&s, "runs:groups", &json!({"group_by": "state", "aggregates": ["name"]})).await;
+    assert_eq!(st, 400, "{got}");
+    assert_eq!(got["error"]["field"], json!("aggregates[0]"));
+    let (st, got) = post(&s, "runs:groups", &json!({"group_by": "bogus"})).await;
+    assert_eq!(st, 400, "{got}");
+    assert_eq!(got["error"]["field"], json!("group_by"));
+
+    // The server is unharmed, and the data with it.
+    let (st, body) = post(&s, "runs:search", &json!({"sort": "run"})).await;
+    assert_eq!(st, 200);
+    assert_eq!(ids(&body), ["a", "b", "c", "d", "e"]);
+}
