@@ -262,6 +262,36 @@ async fn main() {
     .unwrap()
     .unwrap();
     let blobs = Arc::new(object_store::local::LocalFileSystem::new_with_prefix(tmp.path()).unwrap());
+    {
+        use runstream_views::search::*;
+        let mut times = Vec::new();
+        for _ in 0..SAMPLES {
+            let started = Instant::now();
+            let page = views
+                .search_runs(RunSearch {
+                    project: PROJECT.into(),
+                    filter: Filter::True,
+                    include_deleted: false,
+                    sort: Sort::default(),
+                    after: None,
+                    limit: 50,
+                    columns: Vec::new(),
+                })
+                .await
+                .unwrap();
+            assert_eq!(page.runs.len(), 50);
+            times.push(started.elapsed());
+        }
+        let (m, _) = median_p90(times);
+        let mut times = Vec::new();
+        for _ in 0..SAMPLES {
+            let started = Instant::now();
+            views.catalog(PROJECT).await.unwrap();
+            times.push(started.elapsed());
+        }
+        let (c, _) = median_p90(times);
+        println!("floor without HTTP: views search {m:.2} ms, catalog {c:.2} ms");
+    }
     let app = runstream_query::router(runstream_query::QueryState {
         views,
         log,
@@ -330,6 +360,13 @@ async fn main() {
             "attr.params/f03 desc",
         ),
     ];
+    b.time(
+        "floor: first page, no filter, newest first, no columns",
+        None,
+        b.search(serde_json::json!({"limit": 50})),
+        full_page,
+    )
+    .await;
     let mut medians = Vec::new();
     for (filter, sort) in searches {
         let body = serde_json::json!({"filter": filter, "sort": sort, "limit": 50, "columns": columns});
@@ -361,7 +398,12 @@ async fn main() {
         &format!("series: {points} points in 1,000 buckets"),
         Some(10.0),
         series("train/loss", "buckets=1000"),
-        |v| assert!(v["buckets"].as_array().is_some_and(|a| a.len() == 1000), "{v}"),
+        |v| {
+            // At most 1,000: the rollup level that serves the read sets the bucket edges.
+            let n = v["buckets"].as_array().map_or(0, Vec::len);
+            assert!((500..=1000).contains(&n), "{n} buckets");
+            println!("  (the answer holds {n} buckets)");
+        },
     )
     .await;
     b.time(

@@ -85,6 +85,7 @@ fn project_requests(project: &str, run: &str, tag: &str) -> Vec<Req> {
             200,
         ),
         Req::get("GET fields", format!("{base}/fields")),
+        Req::get("GET lineage", format!("{base}/lineage?run={run}")),
         Req::get("GET run", format!("{base}/runs/{run}")),
         Req::get("GET events", format!("{base}/runs/{run}/events")),
         Req::get("GET series", format!("{base}/runs/{run}/series?path=loss")),
@@ -808,6 +809,7 @@ async fn a_token_confined_to_a_project_gets_403_before_validation_elsewhere() {
             200,
         ),
         Req::get("GET run, bad min_position", format!("{b}/runs/rb?min_position=x")),
+        Req::get("GET lineage, depth 0", format!("{b}/lineage?run=rb&depth=0")),
         Req::get("GET events, limit 0", format!("{b}/runs/rb/events?limit=0")),
         Req::get("GET series without a path", format!("{b}/runs/rb/series")),
         Req::get(

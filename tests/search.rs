@@ -362,3 +362,125 @@ async fn bad_filters_get_a_400_naming_field_and_position() {
     assert_eq!(st, 200);
     assert_eq!(ids(&body), ["a", "b", "c", "d", "e"]);
 }
+
+async fn get(s: &Server, path_and_query: &str) -> (u16, Value) {
+    common::get_json(s, &format!("/api/v1/projects/{PROJECT}/{path_and_query}")).await
+}
+
+fn node_ids(g: &Value) -> Vec<String> {
+    let mut v: Vec<String> = g["nodes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no nodes in {g}"))
+        .iter()
+        .map(|n| n["id"].as_str().expect("id").to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+fn edge_list(g: &Value) -> Vec<String> {
+    let mut v: Vec<String> = g["edges"]
+        .as_array()
+        .expect("edges")
+        .iter()
+        .map(|e| format!("{} -> {}", e["from"].as_str().unwrap(), e["to"].as_str().unwrap()))
+        .collect();
+    v.sort();
+    v
+}
+
+/// prep: raw@v1 -> clean@v1; train: clean@v1 -> model m@1; eval: m@1 and the run train;
+/// other: clean@v1 (a sibling of train, in neither its upstream nor its downstream).
+#[tokio::test(flavor = "multi_thread")]
+async fn lineage_graph_walks_upstream_and_downstream() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Server::start(dir.path());
+    let link = |run: &str, direction: &str, kind: &str, name: &str, version: &str| {
+        json!({"id": event_id(), "run": run, "lineage": {
+            "direction": direction, "kind": kind, "name": name, "version": version}})
+    };
+    let mut events = Vec::new();
+    for run in ["prep", "train", "eval", "other"] {
+        events.push(json!({"id": event_id(), "run": run, "run_created": {"name": format!("{run} step")}}));
+    }
+    events.extend([
+        link("prep", "input", "dataset", "raw", "v1"),
+        link("prep", "output", "dataset", "clean", "v1"),
+        link("train", "input", "dataset", "clean", "v1"),
+        link("train", "output", "model", "m", "1"),
+        link("eval", "input", "model", "m", "1"),
+        link("eval", "input", "run", "train", ""),
+        link("other", "input", "dataset", "clean", "v1"),
+    ]);
+    let (st, body) = post_events(&s, PROJECT, &json!({ "events": events })).await;
+    assert_eq!(st, 200, "{body}");
+    let pos = body["position"].as_str().expect("position");
+
+    let (st, g) = get(
+        &s,
+        &format!("lineage?run=train&direction=upstream&depth=2&min_position={pos}"),
+    )
+    .await;
+    assert_eq!(st, 200, "{g}");
+    assert_eq!(node_ids(&g), ["dataset:clean@v1", "run:prep", "run:train"]);
+    assert_eq!(
+        edge_list(&g),
+        ["dataset:clean@v1 -> run:train", "run:prep -> dataset:clean@v1"]
+    );
+    assert_eq!(g["roots"], json!(["run:train"]));
+
+    let (_, g) = get(&s, "lineage?run=train&direction=upstream&depth=3").await;
+    assert!(node_ids(&g).contains(&"dataset:raw@v1".to_string()), "{g}");
+
+    let (_, g) = get(&s, "lineage?run=train&direction=downstream").await;
+    assert_eq!(node_ids(&g), ["model:m@1", "run:eval", "run:train"]);
+    assert_eq!(
+        edge_list(&g),
+        [
+            "model:m@1 -> run:eval",
+            "run:train -> model:m@1",
+            "run:train -> run:eval"
+        ]
+    );
+    let eval = g["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == "run:eval")
+        .unwrap();
+    assert_eq!(
+        (&eval["name"], &eval["state"]),
+        (&json!("eval step"), &json!("running"))
+    );
+
+    // From a dataset, all versions, both ways: the runs that made it and those made from it.
+    let (st, g) = get(&s, "lineage?kind=dataset&name=clean&depth=1").await;
+    assert_eq!(st, 200, "{g}");
+    assert_eq!(node_ids(&g), ["dataset:clean@v1", "run:other", "run:prep", "run:train"]);
+
+    // The whole chain, both ways from the model.
+    let (_, g) = get(&s, "lineage?kind=model&name=m&version=1&depth=10").await;
+    let ids = node_ids(&g);
+    for want in ["dataset:raw@v1", "run:prep", "run:train", "run:eval"] {
+        assert!(ids.contains(&want.to_string()), "{want} missing from {ids:?}");
+    }
+    assert!(
+        !ids.contains(&"run:other".to_string()),
+        "a sibling is not lineage: {ids:?}"
+    );
+
+    for (q, status, field) in [
+        ("lineage?run=nope", 404, None),
+        ("lineage?kind=dataset&name=nope", 404, None),
+        ("lineage?run=train&kind=dataset&name=clean", 400, Some("run")),
+        ("lineage?run=train&depth=0", 400, Some("depth")),
+        ("lineage?run=train&direction=sideways", 400, Some("direction")),
+        ("lineage?kind=car&name=x", 400, Some("kind")),
+    ] {
+        let (st, body) = get(&s, q).await;
+        assert_eq!(st, status, "{q}: {body}");
+        if let Some(f) = field {
+            assert_eq!(body["error"]["field"], json!(f), "{q}: {body}");
+        }
+    }
+}

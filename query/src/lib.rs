@@ -7,6 +7,7 @@
 
 mod consistency;
 pub mod filter;
+mod lineage;
 mod runs;
 mod search;
 mod series;
@@ -44,6 +45,7 @@ pub fn router(state: QueryState) -> Router {
         .route("/api/v1/projects/{project}/runs:search", post(search::search_runs))
         .route("/api/v1/projects/{project}/runs:groups", post(search::group_runs))
         .route("/api/v1/projects/{project}/fields", get(search::fields))
+        .route("/api/v1/projects/{project}/lineage", get(lineage::lineage))
         .route("/api/v1/projects/{project}/runs/{run}", get(runs::get_run))
         .route("/api/v1/projects/{project}/runs/{run}/events", get(runs::run_events))
         .route(

@@ -72,6 +72,10 @@ pub trait ViewStore: Send + Sync + 'static {
     /// The attribute and metric paths of a project.
     async fn catalog(&self, project: &str) -> Result<Catalog, ViewError>;
 
+    /// The lineage links of a run, or those naming an artifact (at one version when given), in
+    /// (run, direction, kind, name, version) order, at most `limit`.
+    async fn lineage(&self, project: &str, of: &LineageOf, limit: usize) -> Result<Vec<LineageRow>, ViewError>;
+
     async fn get_run(&self, project: &str, run: &str) -> Result<Option<RunDetail>, ViewError>;
 
     /// Raw float points of a series with `from <= step`, `step <= to`, in step order.

@@ -117,6 +117,17 @@ pub struct LineageRow {
     pub time_ms: i64,
 }
 
+/// What lineage links are asked for: those of a run, or those naming an artifact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LineageOf {
+    Run(String),
+    Artifact {
+        kind: ArtifactKind,
+        name: String,
+        version: Option<String>,
+    },
+}
+
 /// One event as the history view indexes it: its id, and where it sits in the log (record
 /// position and index within the record). The event itself is read back from the log, the
 /// system of record, so the views never hold a second copy of every point.

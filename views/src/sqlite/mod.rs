@@ -284,6 +284,11 @@ impl ViewStore for SqliteViews {
         self.read(move |c| search::catalog(c, &p)).await
     }
 
+    async fn lineage(&self, project: &str, of: &LineageOf, limit: usize) -> Result<Vec<LineageRow>, ViewError> {
+        let (p, of) = (project.to_string(), of.clone());
+        self.read(move |c| read::lineage(c, &p, &of, limit)).await
+    }
+
     async fn get_run(&self, project: &str, run: &str) -> Result<Option<RunDetail>, ViewError> {
         let (p, r) = (project.to_string(), run.to_string());
         self.read(move |c| read::get_run(c, &p, &r)).await

@@ -57,6 +57,47 @@ pub(super) fn value_from_columns(
     })
 }
 
+pub(super) fn lineage(
+    c: &Connection,
+    project: &str,
+    of: &LineageOf,
+    limit: usize,
+) -> Result<Vec<LineageRow>, ViewError> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let row = |r: &Row<'_>| -> rusqlite::Result<LineageRow> {
+        let (d, k): (String, String) = (r.get(1)?, r.get(2)?);
+        Ok(LineageRow {
+            project: project.to_string(),
+            run: r.get(0)?,
+            direction: Direction::parse(&d).unwrap_or(Direction::Input),
+            kind: ArtifactKind::parse(&k).unwrap_or(ArtifactKind::Other),
+            name: r.get(3)?,
+            version: r.get(4)?,
+            digest: r.get(5)?,
+            uri: r.get(6)?,
+            time_ms: r.get(7)?,
+        })
+    };
+    const COLUMNS: &str = "run, direction, kind, name, version, digest, uri, time_ms";
+    let rows = match of {
+        LineageOf::Run(run) => c
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM lineage WHERE project = ?1 AND run = ?2
+                 ORDER BY direction, kind, name, version LIMIT ?3"
+            ))?
+            .query_map(params![project, run, limit], row)?
+            .collect::<Result<Vec<_>, _>>()?,
+        LineageOf::Artifact { kind, name, version } => c
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM lineage WHERE project = ?1 AND kind = ?2 AND name = ?3
+                 AND (?4 IS NULL OR version = ?4) ORDER BY run, direction, version LIMIT ?5"
+            ))?
+            .query_map(params![project, kind.as_str(), name, version, limit], row)?
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    Ok(rows)
+}
+
 pub(super) fn get_run(c: &Connection, project: &str, run: &str) -> Result<Option<RunDetail>, ViewError> {
     let Some(row) = c
         .prepare_cached(&format!(
@@ -113,27 +154,7 @@ pub(super) fn get_run(c: &Connection, project: &str, run: &str) -> Result<Option
         )?
         .query_map(params![project, run], |r| file_row(r, project, run))?
         .collect::<Result<Vec<_>, _>>()?;
-    let lineage = c
-        .prepare_cached(
-            "SELECT direction, kind, name, version, digest, uri, time_ms FROM lineage
-             WHERE project = ?1 AND run = ?2 ORDER BY direction, kind, name, version",
-        )?
-        .query_map(params![project, run], |r| {
-            let d: String = r.get(0)?;
-            let k: String = r.get(1)?;
-            Ok(LineageRow {
-                project: project.to_string(),
-                run: run.to_string(),
-                direction: Direction::parse(&d).unwrap_or(Direction::Input),
-                kind: ArtifactKind::parse(&k).unwrap_or(ArtifactKind::Other),
-                name: r.get(2)?,
-                version: r.get(3)?,
-                digest: r.get(4)?,
-                uri: r.get(5)?,
-                time_ms: r.get(6)?,
-            })
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
+    let lineage = lineage(c, project, &LineageOf::Run(run.to_string()), usize::MAX)?;
     Ok(Some(RunDetail {
         run: row,
         attributes,

@@ -146,10 +146,12 @@ pub(crate) fn like_to_glob(pattern: &str, fold_case: bool) -> String {
     out
 }
 
-/// A run's membership in the runs a subquery on `table` selects (`body` follows `WHERE project =
-/// ?1 AND`).
+/// Whether the run has a row in `table` matching `body` (which follows `WHERE project = ?1 AND
+/// run = r.run AND`). A correlated probe of the table's primary key: a page sorted by an index
+/// stops as soon as it is full, so its cost follows the runs it walks, not the rows a predicate
+/// matches in the whole project (which a materialised `IN (SELECT ...)` would pay up front).
 fn member(table: &str, body: &str) -> String {
-    format!("r.run IN (SELECT run FROM {table} WHERE project = ?1 AND {body})")
+    format!("EXISTS (SELECT 1 FROM {table} WHERE project = ?1 AND run = r.run AND {body})")
 }
 
 /// The condition that holds for the value `key` of the given class under the operator.
