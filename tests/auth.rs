@@ -21,7 +21,7 @@ struct Req {
 impl Req {
     /// Reads need only the viewer role; searches are reads sent as POST (custom methods).
     fn is_read(&self) -> bool {
-        self.method == Method::GET || self.path.contains("/runs:")
+        self.method == Method::GET || self.path.contains("/runs:") || self.path.contains("/series:")
     }
 
     fn get(name: &str, path: String) -> Req {
@@ -86,6 +86,13 @@ fn project_requests(project: &str, run: &str, tag: &str) -> Vec<Req> {
         ),
         Req::get("GET fields", format!("{base}/fields")),
         Req::get("GET lineage", format!("{base}/lineage?run={run}")),
+        Req::json(
+            "POST series:query",
+            Method::POST,
+            format!("{base}/series:query"),
+            json!({"runs": [run], "paths": ["loss"]}),
+            200,
+        ),
         Req::get("GET run", format!("{base}/runs/{run}")),
         Req::get("GET events", format!("{base}/runs/{run}/events")),
         Req::get("GET series", format!("{base}/runs/{run}/series?path=loss")),

@@ -484,3 +484,83 @@ async fn lineage_graph_walks_upstream_and_downstream() {
         }
     }
 }
+
+/// Many series in one request, raw and bucketed, and the live mode a chart of running runs polls.
+#[tokio::test(flavor = "multi_thread")]
+async fn many_series_in_one_request_and_live_updates() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Server::start(dir.path());
+    let position = seed(&s).await;
+    let (st, body) = post(
+        &s,
+        "series:query",
+        &json!({"runs": ["a", "c", "e"], "paths": ["val/acc", "nope"], "min_position": position}),
+    )
+    .await;
+    assert_eq!(st, 200, "{body}");
+    let series = body["series"].as_array().expect("series");
+    assert_eq!(series.len(), 6);
+    assert_eq!(
+        (&series[0]["run"], &series[0]["path"]),
+        (&json!("a"), &json!("val/acc"))
+    );
+    assert_eq!(series[0]["values"], json!([0.5, 0.91, 0.95]));
+    assert_eq!(series[0]["steps"], json!([0, 1, 2]));
+    assert_eq!(series[1]["values"], json!([]), "a series that does not exist is empty");
+    assert_eq!(series[2]["values"], json!([0.2, 0.4]));
+    assert_eq!(series[4]["values"], json!([]));
+
+    // Bucketed, and live: only what came after the step the chart has.
+    let (st, body) = post(
+        &s,
+        "series:query",
+        &json!({"series": [{"run": "b", "path": "val/acc"}, {"run": "a", "path": "val/acc", "after_step": 0}],
+                "buckets": 1}),
+    )
+    .await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(body["series"][0]["buckets"][0]["max"], json!(0.97));
+    assert_eq!(body["series"][0]["buckets"][0]["count"], json!(3));
+    assert_eq!(body["series"][1]["buckets"][0]["count"], json!(2));
+    let more = json!({"events": [{"id": event_id(), "run": "a", "float_points": {
+        "series": "val/acc", "steps": [3, 4], "values": [0.96, 0.97]}}]});
+    let (_, ack) = post_events(&s, PROJECT, &more).await;
+    let (_, body) = post(
+        &s,
+        "series:query",
+        &json!({"series": [{"run": "a", "path": "val/acc", "after_step": 2}],
+                "min_position": ack["position"]}),
+    )
+    .await;
+    assert_eq!(body["series"][0]["steps"], json!([3, 4]));
+    assert_eq!(body["series"][0]["values"], json!([0.96, 0.97]));
+
+    // Paging per series.
+    let (_, body) = post(
+        &s,
+        "series:query",
+        &json!({"runs": ["a"], "paths": ["val/acc"], "limit": 2}),
+    )
+    .await;
+    assert_eq!(body["series"][0]["steps"], json!([0, 1]));
+    assert_eq!(body["series"][0]["next_from_step"], json!(2));
+
+    for (req, field) in [
+        (json!({}), "series"),
+        (json!({"runs": ["a"], "paths": ["x"], "buckets": 0}), "buckets"),
+        (json!({"runs": ["a"], "paths": ["x"], "limit": 0}), "limit"),
+        (
+            json!({"series": [{"run": "a", "path": "x", "after_step": -1}]}),
+            "series[0].after_step",
+        ),
+        (json!({"series": [{"run": "a", "path": "a//b"}]}), "series[0].path"),
+        (
+            json!({"runs": ["a"], "paths": ["x"], "from_step": 5, "to_step": 1}),
+            "from_step",
+        ),
+    ] {
+        let (st, body) = post(&s, "series:query", &req).await;
+        assert_eq!(st, 400, "{req}: {body}");
+        assert_eq!(body["error"]["field"], json!(field), "{req}: {body}");
+    }
+}

@@ -46,6 +46,7 @@ pub fn router(state: QueryState) -> Router {
         .route("/api/v1/projects/{project}/runs:groups", post(search::group_runs))
         .route("/api/v1/projects/{project}/fields", get(search::fields))
         .route("/api/v1/projects/{project}/lineage", get(lineage::lineage))
+        .route("/api/v1/projects/{project}/series:query", post(series::many_series))
         .route("/api/v1/projects/{project}/runs/{run}", get(runs::get_run))
         .route("/api/v1/projects/{project}/runs/{run}/events", get(runs::run_events))
         .route(
