@@ -84,6 +84,13 @@ fn project_requests(project: &str, run: &str, tag: &str) -> Vec<Req> {
             json!({"group_by": "state"}),
             200,
         ),
+        Req::json(
+            "POST runs:compare",
+            Method::POST,
+            format!("{base}/runs:compare"),
+            json!({"runs": [run]}),
+            200,
+        ),
         Req::get("GET fields", format!("{base}/fields")),
         Req::get("GET lineage", format!("{base}/lineage?run={run}")),
         Req::json(

@@ -564,3 +564,58 @@ async fn many_series_in_one_request_and_live_updates() {
         assert_eq!(body["error"]["field"], json!(field), "{req}: {body}");
     }
 }
+
+/// Runs side by side: attribute differences, metric summaries, series aligned by step.
+#[tokio::test(flavor = "multi_thread")]
+async fn compare_puts_runs_side_by_side() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Server::start(dir.path());
+    let position = seed(&s).await;
+    let (st, body) = post(
+        &s,
+        "runs:compare",
+        &json!({"runs": ["a", "d", "e"], "series": ["val/acc"], "min_position": position}),
+    )
+    .await;
+    assert_eq!(st, 200, "{body}");
+    let runs: Vec<&Value> = body["runs"].as_array().unwrap().iter().map(|r| &r["run"]).collect();
+    assert_eq!(runs, [&json!("a"), &json!("d"), &json!("e")]);
+    assert_eq!(body["attributes"]["params/lr"]["values"], json!([0.1, 0.01, 0.05]));
+    assert_eq!(body["attributes"]["params/lr"]["differs"], json!(true));
+    assert_eq!(
+        body["attributes"]["params/optimizer"]["values"],
+        json!(["adam", "adam", "Adam"])
+    );
+    assert_eq!(body["metrics"]["val/acc"][0]["max"], json!(0.95));
+    assert_eq!(body["metrics"]["val/acc"][2], Value::Null);
+    assert_eq!(body["tags"], json!([["best"], ["baseline", "best"], []]));
+    let acc = &body["series"]["val/acc"];
+    assert_eq!(acc["steps"], json!([0, 1, 2]));
+    assert_eq!(
+        acc["values"],
+        json!([[0.5, 0.91, 0.95], [0.93, 0.94, null], [null, null, null]])
+    );
+
+    // Only what differs.
+    let (_, body) = post(
+        &s,
+        "runs:compare",
+        &json!({"runs": ["a", "c"], "only_differences": true}),
+    )
+    .await;
+    let attrs = body["attributes"].as_object().expect("attributes");
+    assert!(
+        attrs.contains_key("params/lr") && !attrs.contains_key("params/optimizer"),
+        "{body}"
+    );
+
+    for (req, status) in [
+        (json!({"runs": []}), 400),
+        (json!({"runs": ["a", "a"]}), 400),
+        (json!({"runs": ["a", "zz"]}), 404),
+        (json!({"runs": ["a"], "series": ["bad//path"]}), 400),
+    ] {
+        let (st, body) = post(&s, "runs:compare", &req).await;
+        assert_eq!(st, status, "{req}: {body}");
+    }
+}

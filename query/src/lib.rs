@@ -5,6 +5,7 @@
 //! (at most `wait_ms`, default 10 s) until the views' checkpoint has passed it, and answers
 //! 504 with Retry-After if they have not — it never answers with data older than asked for.
 
+mod compare;
 mod consistency;
 pub mod filter;
 mod lineage;
@@ -44,6 +45,7 @@ pub fn router(state: QueryState) -> Router {
         .route("/api/v1/projects/{project}/runs", get(search::list_runs))
         .route("/api/v1/projects/{project}/runs:search", post(search::search_runs))
         .route("/api/v1/projects/{project}/runs:groups", post(search::group_runs))
+        .route("/api/v1/projects/{project}/runs:compare", post(compare::compare))
         .route("/api/v1/projects/{project}/fields", get(search::fields))
         .route("/api/v1/projects/{project}/lineage", get(lineage::lineage))
         .route("/api/v1/projects/{project}/series:query", post(series::many_series))
