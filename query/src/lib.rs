@@ -39,8 +39,16 @@ impl FromRef<QueryState> for RegistryState {
     }
 }
 
+/// The OpenAPI document of the whole HTTP API (query and ingest), served as it is.
+pub const OPENAPI: &str = include_str!("../api/openapi.json");
+
+async fn openapi() -> impl axum::response::IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI)
+}
+
 pub fn router(state: QueryState) -> Router {
     Router::new()
+        .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/projects", get(runs::list_projects))
         .route("/api/v1/projects/{project}/runs", get(search::list_runs))
         .route("/api/v1/projects/{project}/runs:search", post(search::search_runs))
