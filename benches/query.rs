@@ -174,16 +174,18 @@ struct Bench {
 }
 
 impl Bench {
-    /// Times a request `SAMPLES` times after a few warm-ups; checks the answer with `check`.
+    /// Times a request `samples` times after a few warm-ups; checks the answer with `check`.
     async fn time(
         &self,
         what: &str,
+        samples: usize,
         target_ms: Option<f64>,
         req: impl Fn() -> reqwest::RequestBuilder,
         check: impl Fn(&serde_json::Value),
     ) -> f64 {
-        let mut times = Vec::with_capacity(SAMPLES);
-        for i in 0..SAMPLES + 3 {
+        let mut times = Vec::with_capacity(samples);
+        let warm = if samples < 5 { 1 } else { 3 };
+        for i in 0..samples + warm {
             let started = Instant::now();
             let r = req().bearer_auth(&self.token).send().await.unwrap();
             let status = r.status();
@@ -197,7 +199,7 @@ impl Bench {
             if i == 0 {
                 check(&serde_json::from_slice(&body).unwrap());
             }
-            if i >= 3 {
+            if i >= warm {
                 times.push(elapsed);
             }
         }
@@ -310,7 +312,8 @@ async fn main() {
     // The baseline: one attribute of every run, read with plain SQL.
     let conn = rusqlite::Connection::open(&views_path).unwrap();
     let mut base_times = Vec::new();
-    for i in 0..SAMPLES + 3 {
+    // Seconds per sample at 100,000 runs: a few samples say enough.
+    for i in 0..6 {
         let started = Instant::now();
         let mut stmt = conn
             .prepare_cached("SELECT run, f FROM attributes WHERE project = ?1 AND path = 'params/f12'")
@@ -320,7 +323,7 @@ async fn main() {
             .unwrap()
             .count();
         assert_eq!(n, runs);
-        if i >= 3 {
+        if i >= 1 {
             base_times.push(started.elapsed());
         }
     }
@@ -362,6 +365,7 @@ async fn main() {
     ];
     b.time(
         "floor: first page, no filter, newest first, no columns",
+        SAMPLES,
         None,
         b.search(serde_json::json!({"limit": 50})),
         full_page,
@@ -376,7 +380,7 @@ async fn main() {
         } else {
             what
         };
-        medians.push(b.time(&what, Some(30.0), b.search(body), full_page).await);
+        medians.push(b.time(&what, SAMPLES, Some(30.0), b.search(body), full_page).await);
     }
     medians.sort_by(f64::total_cmp);
     println!(
@@ -396,6 +400,7 @@ async fn main() {
     };
     b.time(
         &format!("series: {points} points in 1,000 buckets"),
+        SAMPLES,
         Some(10.0),
         series("train/loss", "buckets=1000"),
         |v| {
@@ -408,6 +413,7 @@ async fn main() {
     .await;
     b.time(
         "series: full history of a 12,500-point series",
+        SAMPLES,
         Some(10.0),
         series("train/acc", "limit=12500"),
         |v| assert_eq!(v["steps"].as_array().map(Vec::len), Some(12_500)),
@@ -415,6 +421,8 @@ async fn main() {
     .await;
     b.time(
         &format!("groups: all {runs} runs by owner, 2 aggregates"),
+        // Seconds each at 100,000 runs: every run's values are read one by one.
+        2,
         None,
         || {
             b.client

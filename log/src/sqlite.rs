@@ -68,7 +68,7 @@ impl SqliteLog {
         let (committed_tx, committed_rx) = std::sync::mpsc::sync_channel(1);
         std::thread::Builder::new()
             .name(format!("log-checkpoint-{topic}"))
-            .spawn(move || checkpoint_loop(checkpointer, committed_rx))
+            .spawn(move || checkpoint_loop(checkpointer, committed_rx, WAL_RESTART_FRAMES))
             .map_err(|e| LogError::Storage(format!("starting the log checkpointer: {e}")))?;
         std::thread::Builder::new()
             .name(format!("log-writer-{topic}"))
@@ -158,18 +158,33 @@ fn read_ends(conn: &Connection, table: &str, partitions: u32) -> Result<Vec<u64>
         .collect()
 }
 
+/// Write-ahead log frames (4 KiB pages) past which the checkpointer stops being passive.
+const WAL_RESTART_FRAMES: i64 = 16_384;
+
 /// Checkpoints the write-ahead log after commits, a few commits at a time; ends when the writer
 /// does. A passive checkpoint never blocks the writer or readers, and a crash at any point
-/// loses nothing: committed frames stay in the write-ahead log until copied.
-fn checkpoint_loop(conn: Connection, committed: std::sync::mpsc::Receiver<()>) {
+/// loses nothing: committed frames stay in the write-ahead log until copied. But under a writer
+/// that never pauses, passive checkpoints never catch up, the log is never restarted and grows
+/// without bound (and every read slows with it); past `restart_frames` the checkpointer waits
+/// for the writer, copies the rest and truncates the log, a pause of one checkpoint.
+fn checkpoint_loop(conn: Connection, committed: std::sync::mpsc::Receiver<()>, restart_frames: i64) {
     while committed.recv().is_ok() {
         // Let a few more commits land, so one checkpoint and one fsync cover them.
         std::thread::sleep(Duration::from_millis(20));
         let _ = committed.try_recv();
-        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+        if let Err(e) = checkpoint(&conn, restart_frames) {
             tracing::warn!(error = %e, "log checkpoint failed; the next commit retries it");
         }
     }
+}
+
+/// One checkpoint: passive, then truncating when the log holds more than `restart_frames`.
+fn checkpoint(conn: &Connection, restart_frames: i64) -> rusqlite::Result<()> {
+    let frames: i64 = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))?;
+    if frames > restart_frames {
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    }
+    Ok(())
 }
 
 fn writer_loop(

@@ -161,16 +161,31 @@ fn migrate(conn: &mut Connection) -> Result<(), ViewError> {
     Ok(())
 }
 
+/// Write-ahead log frames (4 KiB pages) past which the checkpointer stops being passive.
+const WAL_RESTART_FRAMES: i64 = 16_384;
+
 /// Passively checkpoints the write-ahead log once commits have come in, a few at a time. A crash
-/// at any point loses nothing: committed frames stay in the write-ahead log until copied.
-fn checkpoint_after_commits(conn: Connection, committed: std::sync::mpsc::Receiver<()>) {
+/// at any point loses nothing: committed frames stay in the write-ahead log until copied. Under
+/// a projector that never pauses, passive checkpoints never catch up and the log would grow
+/// without bound, slowing every read; past `restart_frames` the checkpointer waits for the
+/// writer, copies the rest and truncates the log, a pause of one checkpoint.
+fn checkpoint_after_commits(conn: Connection, committed: std::sync::mpsc::Receiver<()>, restart_frames: i64) {
     while committed.recv().is_ok() {
         std::thread::sleep(Duration::from_millis(20));
         let _ = committed.try_recv();
-        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+        if let Err(e) = checkpoint(&conn, restart_frames) {
             tracing::warn!(error = %e, "views checkpoint failed; the next flush retries it");
         }
     }
+}
+
+/// One checkpoint: passive, then truncating when the log holds more than `restart_frames`.
+fn checkpoint(conn: &Connection, restart_frames: i64) -> rusqlite::Result<()> {
+    let frames: i64 = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))?;
+    if frames > restart_frames {
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    }
+    Ok(())
 }
 
 impl SqliteViews {
@@ -193,7 +208,7 @@ impl SqliteViews {
         let (committed, committed_rx) = std::sync::mpsc::sync_channel(1);
         std::thread::Builder::new()
             .name("views-checkpoint".into())
-            .spawn(move || checkpoint_after_commits(checkpointer, committed_rx))
+            .spawn(move || checkpoint_after_commits(checkpointer, committed_rx, WAL_RESTART_FRAMES))
             .map_err(|e| ViewError::Storage(format!("starting the views checkpointer: {e}")))?;
         Ok(Self {
             path,
@@ -357,6 +372,32 @@ impl ViewStore for SqliteViews {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Past its limit a checkpoint truncates the write-ahead log (passive checkpoints alone
+    /// never do, so under a projector that never pauses the log would grow without bound);
+    /// below it, the checkpoint stays passive and leaves the file alone.
+    #[test]
+    fn checkpoints_past_the_limit_truncate_the_write_ahead_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.db");
+        let writer = connect(&path).unwrap();
+        writer.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+        writer.execute_batch("CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB)").unwrap();
+        let checkpointer = connect(&path).unwrap();
+        let wal = dir.path().join("w.db-wal");
+        let wal_len = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+        for i in 0..20i64 {
+            writer.execute("INSERT INTO t VALUES (?1, zeroblob(60000))", [i]).unwrap();
+        }
+        let written = wal_len();
+        assert!(written > 200 * 4096, "{written}");
+        checkpoint(&checkpointer, i64::MAX).unwrap();
+        assert_eq!(wal_len(), written, "a passive checkpoint leaves the log as it is");
+        checkpoint(&checkpointer, 100).unwrap();
+        assert_eq!(wal_len(), 0, "past the limit the log is truncated");
+        let n: i64 = writer.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 20);
+    }
 
     /// A views file of schema 1 (a point per row) opens as schema 2 with every view and its
     /// checkpoint emptied, so the projector replays the log into blocks.
