@@ -382,12 +382,16 @@ mod tests {
         let path = dir.path().join("w.db");
         let writer = connect(&path).unwrap();
         writer.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
-        writer.execute_batch("CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB)").unwrap();
+        writer
+            .execute_batch("CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB)")
+            .unwrap();
         let checkpointer = connect(&path).unwrap();
         let wal = dir.path().join("w.db-wal");
         let wal_len = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
         for i in 0..20i64 {
-            writer.execute("INSERT INTO t VALUES (?1, zeroblob(60000))", [i]).unwrap();
+            writer
+                .execute("INSERT INTO t VALUES (?1, zeroblob(60000))", [i])
+                .unwrap();
         }
         let written = wal_len();
         assert!(written > 200 * 4096, "{written}");
