@@ -496,68 +496,35 @@ pub struct Checker<'a> {
 const STATES: &[&str] = &["running", "finished", "failed", "aborted"];
 
 /// A `YYYY-MM-DD`, `YYYY-MM-DDTHH:MM[:SS[.fff]]` date with `Z` or `±HH:MM` (UTC when absent),
-/// as milliseconds since the epoch.
+/// as milliseconds since the epoch: the short forms are completed to RFC 3339, which the
+/// event schema's parser reads.
 pub fn parse_datetime(s: &str) -> Option<i64> {
-    let b = s.trim().as_bytes();
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let d = b.get(r)?;
-        if d.is_empty() || !d.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        std::str::from_utf8(d).ok()?.parse().ok()
-    };
-    if b.len() < 10 || b[4] != b'-' || b[7] != b'-' {
+    let s = s.trim();
+    let b = s.as_bytes();
+    if b.len() < 10 || !s.is_char_boundary(10) {
         return None;
     }
-    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (y, m, d): (i64, i64, i64) = (s[0..4].parse().ok()?, s[5..7].parse().ok()?, s[8..10].parse().ok()?);
     if !(1..=12).contains(&m) || d < 1 || d > days_in_month(y, m) {
         return None;
     }
-    let mut ms = days_from_civil(y, m, d) * 86_400_000;
-    let mut i = 10;
-    if i < b.len() {
-        if b[i] != b'T' && b[i] != b' ' && b[i] != b't' {
-            return None;
-        }
-        let (h, mi) = (num(i + 1..i + 3)?, num(i + 4..i + 6)?);
-        if b.get(i + 3) != Some(&b':') || h > 23 || mi > 59 {
-            return None;
-        }
-        ms += (h * 60 + mi) * 60_000;
-        i += 6;
-        if b.get(i) == Some(&b':') {
-            let sec = num(i + 1..i + 3)?;
-            if sec > 59 {
-                return None;
-            }
-            ms += sec * 1000;
-            i += 3;
-            if b.get(i) == Some(&b'.') {
-                let start = i + 1;
-                let mut end = start;
-                while end < b.len() && b[end].is_ascii_digit() {
-                    end += 1;
-                }
-                if end == start {
-                    return None;
-                }
-                let frac: String = std::str::from_utf8(&b[start..end.min(start + 3)]).ok()?.into();
-                ms += format!("{frac:0<3}").parse::<i64>().ok()?;
-                i = end;
-            }
-        }
-        match b.get(i) {
-            None => {}
-            Some(b'Z') | Some(b'z') if i + 1 == b.len() => {}
-            Some(&sign @ (b'+' | b'-')) if b.len() == i + 6 && b[i + 3] == b':' => {
-                let (oh, om) = (num(i + 1..i + 3)?, num(i + 4..i + 6)?);
-                let off = (oh * 60 + om) * 60_000;
-                ms += if sign == b'+' { -off } else { off };
-            }
-            _ => return None,
-        }
+    let mut full = if b.len() == 10 {
+        format!("{s}T00:00")
+    } else {
+        s.to_string()
+    };
+    if full.len() == 16
+        || full
+            .as_bytes()
+            .get(16)
+            .is_some_and(|c| matches!(c, b'Z' | b'z' | b'+' | b'-'))
+    {
+        full.insert_str(16, ":00");
     }
-    Some(ms)
+    if !full[10..].contains(['Z', 'z', '+', '-']) {
+        full.push('Z');
+    }
+    runstream_schema::json::parse_rfc3339_ms(&full)
 }
 
 fn days_in_month(y: i64, m: i64) -> i64 {
@@ -567,17 +534,6 @@ fn days_in_month(y: i64, m: i64) -> i64 {
         4 | 6 | 9 | 11 => 30,
         _ => 31,
     }
-}
-
-/// Days from 1970-01-01 to a proleptic Gregorian date.
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 impl<'a> Checker<'a> {

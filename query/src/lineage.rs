@@ -18,10 +18,10 @@ use serde::Deserialize;
 
 use crate::QueryState;
 use crate::consistency::wait_for;
-use crate::runs::query;
+use crate::runs::{in_range, query};
 
-const DEFAULT_DEPTH: u32 = 3;
-const MAX_DEPTH: u32 = 20;
+const DEFAULT_DEPTH: usize = 3;
+const MAX_DEPTH: usize = 20;
 /// Most nodes in one answer; past it the answer says it is truncated.
 const MAX_NODES: usize = 1000;
 /// Most links read for one node.
@@ -35,7 +35,7 @@ pub(crate) struct LineageQuery {
     name: Option<String>,
     version: Option<String>,
     direction: Option<String>,
-    depth: Option<u32>,
+    depth: Option<usize>,
     min_position: Option<String>,
     wait_ms: Option<u64>,
 }
@@ -132,11 +132,11 @@ async fn walk(
     pk: &str,
     start: &[Node],
     upstream: bool,
-    depth: u32,
+    depth: usize,
     g: &mut Graph,
 ) -> Result<(), ApiError> {
     let mut seen: BTreeSet<Node> = start.iter().cloned().collect();
-    let mut queue: VecDeque<(Node, u32)> = start.iter().map(|n| (n.clone(), 0)).collect();
+    let mut queue: VecDeque<(Node, usize)> = start.iter().map(|n| (n.clone(), 0)).collect();
     while let Some((node, d)) = queue.pop_front() {
         if d >= depth {
             continue;
@@ -171,13 +171,7 @@ pub(crate) async fn lineage(
     let project = st.registry.authorize(&p, &project, Role::Viewer)?;
     let q = query(q)?;
     wait_for(st.views.as_ref(), q.min_position.as_deref(), q.wait_ms).await?;
-    let depth = q.depth.unwrap_or(DEFAULT_DEPTH);
-    if !(1..=MAX_DEPTH).contains(&depth) {
-        return Err(ApiError::invalid(
-            "depth",
-            format!("{depth} is outside 1..={MAX_DEPTH}"),
-        ));
-    }
+    let depth = in_range("depth", q.depth.unwrap_or(DEFAULT_DEPTH), MAX_DEPTH)?;
     let (up, down) = match q.direction.as_deref().unwrap_or("both") {
         "upstream" => (true, false),
         "downstream" => (false, true),

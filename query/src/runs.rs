@@ -41,6 +41,15 @@ pub(crate) async fn list_projects(
     ))
 }
 
+/// `value` if it lies in `1..=max`, else a 400 naming `field`.
+pub(crate) fn in_range(field: &str, value: usize, max: usize) -> Result<usize, ApiError> {
+    if (1..=max).contains(&value) {
+        Ok(value)
+    } else {
+        Err(ApiError::invalid(field, format!("{value} is outside 1..={max}")))
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ReadOpts {
@@ -117,10 +126,7 @@ pub(crate) async fn run_events(
     let project = st.registry.authorize(&p, &project, Role::Viewer)?;
     let q = query(q)?;
     wait_for(st.views.as_ref(), q.min_position.as_deref(), q.wait_ms).await?;
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=10_000).contains(&limit) {
-        return Err(ApiError::invalid("limit", format!("{limit} is outside 1..=10000")));
-    }
+    let limit = in_range("limit", q.limit.unwrap_or(100), 10_000)?;
     let after = match q.after.as_deref() {
         None | Some("") => None,
         Some(a) => {

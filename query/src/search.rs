@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::QueryState;
 use crate::consistency::wait_for;
 use crate::filter::{Checker, FilterError, display_field};
-use crate::runs::query;
+use crate::runs::{in_range, query};
 
 const MAX_LIMIT: usize = 1000;
 const MAX_COLUMNS: usize = 200;
@@ -130,13 +130,7 @@ async fn catalog(st: &QueryState, project: &str) -> Result<Catalog, ApiError> {
 
 async fn search(st: &QueryState, pk: String, req: SearchRequest) -> Result<serde_json::Value, ApiError> {
     wait_for(st.views.as_ref(), req.min_position.as_deref(), req.wait_ms).await?;
-    let limit = req.limit.unwrap_or(50);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::invalid(
-            "limit",
-            format!("{limit} is outside 1..={MAX_LIMIT}"),
-        ));
-    }
+    let limit = in_range("limit", req.limit.unwrap_or(50), MAX_LIMIT)?;
     if req.columns.len() > MAX_COLUMNS {
         return Err(ApiError::invalid(
             "columns",
@@ -261,13 +255,7 @@ pub(crate) async fn group_runs(
     let project = st.registry.authorize(&p, &project, Role::Viewer)?;
     let req: GroupRequest = parse_json(&body)?;
     wait_for(st.views.as_ref(), req.min_position.as_deref(), req.wait_ms).await?;
-    let limit = req.limit.unwrap_or(100);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::invalid(
-            "limit",
-            format!("{limit} is outside 1..={MAX_LIMIT}"),
-        ));
-    }
+    let limit = in_range("limit", req.limit.unwrap_or(100), MAX_LIMIT)?;
     if req.aggregates.len() > MAX_COLUMNS {
         return Err(ApiError::invalid(
             "aggregates",

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use crate::QueryState;
 use crate::consistency::wait_for;
-use crate::runs::query;
+use crate::runs::{in_range, query};
 
 const DEFAULT_LIMIT: usize = 10_000;
 const MAX_LIMIT: usize = 1_000_000;
@@ -26,6 +26,18 @@ pub(crate) struct SeriesQuery {
     buckets: Option<usize>,
     min_position: Option<String>,
     wait_ms: Option<u64>,
+}
+
+/// The steps `from_step..=to_step` asked for (all when left out), if not empty or negative.
+fn step_range(from: Option<i64>, to: Option<i64>) -> Result<(i64, i64), ApiError> {
+    let (from, to) = (from.unwrap_or(0), to.unwrap_or(MAX_STEP));
+    if from < 0 || to < from {
+        return Err(ApiError::invalid(
+            "from_step",
+            format!("range {from}..={to} is empty or negative"),
+        ));
+    }
+    Ok((from, to))
 }
 
 struct Resolved {
@@ -44,21 +56,8 @@ async fn resolve(
 ) -> Result<Resolved, ApiError> {
     wait_for(st.views.as_ref(), q.min_position.as_deref(), q.wait_ms).await?;
     runstream_schema::check_path(&q.path).map_err(|e| ApiError::from(e.within("path")))?;
-    let from = q.from_step.unwrap_or(0);
-    let to = q.to_step.unwrap_or(MAX_STEP);
-    if from < 0 || to < from {
-        return Err(ApiError::invalid(
-            "from_step",
-            format!("range {from}..={to} is empty or negative"),
-        ));
-    }
-    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::invalid(
-            "limit",
-            format!("{limit} is outside 1..={MAX_LIMIT}"),
-        ));
-    }
+    let (from, to) = step_range(q.from_step, q.to_step)?;
+    let limit = in_range("limit", q.limit.unwrap_or(DEFAULT_LIMIT), MAX_LIMIT)?;
     let pk = project_key(&p.workspace, project);
     if !st.views.run_exists(&pk, &run).await? {
         return Err(ApiError::not_found(format!(
@@ -87,12 +86,7 @@ pub(crate) async fn float_series(
     let q = query(q)?;
     let r = resolve(&st, &project, run, &p, &q).await?;
     if let Some(n) = q.buckets {
-        if !(1..=MAX_BUCKETS).contains(&n) {
-            return Err(ApiError::invalid(
-                "buckets",
-                format!("{n} is outside 1..={MAX_BUCKETS}"),
-            ));
-        }
+        in_range("buckets", n, MAX_BUCKETS)?;
         let buckets = st.views.read_buckets(&r.key, r.from, r.to, n).await?;
         return Ok(Json(
             serde_json::json!({ "path": r.key.path, "buckets": buckets_json(&buckets) }),
@@ -195,14 +189,7 @@ pub(crate) async fn many_series(
             format!("{} series asked for, at most {MAX_SERIES} are allowed", q.series.len()),
         ));
     }
-    let from = q.from_step.unwrap_or(0);
-    let to = q.to_step.unwrap_or(MAX_STEP);
-    if from < 0 || to < from {
-        return Err(ApiError::invalid(
-            "from_step",
-            format!("range {from}..={to} is empty or negative"),
-        ));
-    }
+    let (from, to) = step_range(q.from_step, q.to_step)?;
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT.min(MAX_TOTAL_POINTS / q.series.len()));
     if limit == 0 || limit.saturating_mul(q.series.len()) > MAX_TOTAL_POINTS {
         return Err(ApiError::invalid(
@@ -213,13 +200,8 @@ pub(crate) async fn many_series(
             ),
         ));
     }
-    if let Some(n) = q.buckets
-        && !(1..=MAX_BUCKETS).contains(&n)
-    {
-        return Err(ApiError::invalid(
-            "buckets",
-            format!("{n} is outside 1..={MAX_BUCKETS}"),
-        ));
+    if let Some(n) = q.buckets {
+        in_range("buckets", n, MAX_BUCKETS)?;
     }
     let pk = project_key(&p.workspace, &project);
     let mut out = Vec::with_capacity(q.series.len());
