@@ -21,7 +21,10 @@ struct Req {
 impl Req {
     /// Reads need only the viewer role; searches are reads sent as POST (custom methods).
     fn is_read(&self) -> bool {
-        self.method == Method::GET || self.path.contains("/runs:") || self.path.contains("/series:")
+        self.method == Method::GET
+            || self.path.contains("/runs:")
+            || self.path.contains("/series:")
+            || self.path == "/api/v1/sql"
     }
 
     fn get(name: &str, path: String) -> Req {
@@ -113,6 +116,13 @@ fn project_requests(project: &str, run: &str, tag: &str) -> Vec<Req> {
 fn global_requests(tag: &str, victim: &str) -> Vec<Req> {
     vec![
         Req::get("GET projects", "/api/v1/projects".into()),
+        Req::json(
+            "POST sql",
+            Method::POST,
+            "/api/v1/sql".into(),
+            json!({"sql": "SELECT count(*) FROM runs"}),
+            200,
+        ),
         Req::json(
             "POST projects",
             Method::POST,

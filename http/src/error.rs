@@ -145,7 +145,13 @@ impl From<LogError> for ApiError {
 
 impl From<ViewError> for ApiError {
     fn from(e: ViewError) -> Self {
-        ApiError::internal(e.to_string())
+        match e {
+            ViewError::Query(r) => match r.position {
+                Some(at) => ApiError::invalid_at("sql", at, r.message),
+                None => ApiError::invalid("sql", r.message),
+            },
+            e => ApiError::internal(e.to_string()),
+        }
     }
 }
 

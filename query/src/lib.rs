@@ -12,6 +12,7 @@ mod lineage;
 mod runs;
 mod search;
 mod series;
+mod sql;
 
 use std::sync::Arc;
 
@@ -50,6 +51,7 @@ pub fn router(state: QueryState) -> Router {
     Router::new()
         .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/projects", get(runs::list_projects))
+        .route("/api/v1/sql", post(sql::sql))
         .route("/api/v1/projects/{project}/runs", get(search::list_runs))
         .route("/api/v1/projects/{project}/runs:search", post(search::search_runs))
         .route("/api/v1/projects/{project}/runs:groups", post(search::group_runs))

@@ -14,6 +14,7 @@ pub mod registry;
 pub mod rollup;
 mod rows;
 pub mod search;
+pub mod sql;
 mod sqlite;
 
 use std::collections::{BTreeMap, HashSet};
@@ -35,6 +36,9 @@ pub enum ViewError {
     SchemaTooNew { found: i64, supported: i64 },
     #[error("corrupt view row: {0}")]
     Corrupt(String),
+    /// An analytics query the caller must change: refused, failed or out of bounds.
+    #[error("{0}")]
+    Query(#[from] sql::SqlRefusal),
 }
 
 impl From<rusqlite::Error> for ViewError {
@@ -104,6 +108,9 @@ pub trait ViewStore: Send + Sync + 'static {
         after: Option<(u32, u64, u32)>,
         limit: usize,
     ) -> Result<Vec<StoredEvent>, ViewError>;
+
+    /// Runs an analytics query over the documented views ([`sql`]), confined to its projects.
+    async fn sql(&self, query: sql::SqlQuery) -> Result<sql::SqlAnswer, ViewError>;
 
     /// A canonical text dump of every view, for comparing two stores (rebuild checks).
     async fn dump(&self) -> Result<String, ViewError>;

@@ -7,6 +7,7 @@
 
 mod read;
 mod search;
+mod sql;
 mod write;
 
 use std::collections::{BTreeMap, HashSet};
@@ -362,6 +363,13 @@ impl ViewStore for SqliteViews {
     ) -> Result<Vec<StoredEvent>, ViewError> {
         let (p, r) = (project.to_string(), run.to_string());
         self.read(move |c| read::events(c, &p, &r, after, limit)).await
+    }
+
+    async fn sql(&self, query: crate::sql::SqlQuery) -> Result<crate::sql::SqlAnswer, ViewError> {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || sql::run(&path, &query))
+            .await
+            .map_err(|e| ViewError::Storage(format!("analytics query panicked: {e}")))?
     }
 
     async fn dump(&self) -> Result<String, ViewError> {
