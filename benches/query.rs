@@ -13,7 +13,8 @@
 //! The baseline, measured in the same run: reading one attribute of every run with a plain
 //! SQLite query, the least a tool must do to sort runs client-side.
 //!
-//! Run: `cargo bench --bench query` (`-- --runs N --points N` for a smaller set). The generated
+//! Run: `cargo bench --bench query` (`-- --runs N --points N` for a smaller set, `-- --series-only`
+//! for the series figures alone). The generated
 //! views are kept in target/query-bench and reused while the generator is unchanged.
 
 use std::path::PathBuf;
@@ -293,6 +294,35 @@ async fn main() {
         }
         let (c, _) = median_p90(times);
         println!("floor without HTTP: views search {m:.2} ms, catalog {c:.2} ms");
+        let key = |path: &str| runstream_views::SeriesKey {
+            project: PROJECT.into(),
+            run: "run-000000".into(),
+            path: path.into(),
+        };
+        let (mut buckets, mut history) = (Vec::new(), Vec::new());
+        for _ in 0..SAMPLES {
+            let started = Instant::now();
+            let n = views
+                .read_buckets(&key("train/loss"), 0, runstream_schema::MAX_STEP, 1000)
+                .await
+                .unwrap()
+                .len();
+            assert!(n > 0);
+            buckets.push(started.elapsed());
+            let started = Instant::now();
+            let n = views
+                .read_points(&key("train/acc"), 0, runstream_schema::MAX_STEP, 12_500)
+                .await
+                .unwrap()
+                .len();
+            assert_eq!(n, 12_500);
+            history.push(started.elapsed());
+        }
+        println!(
+            "floor without HTTP: 1,000 buckets {:.2} ms, 12,500-point history {:.2} ms",
+            median_p90(buckets).0,
+            median_p90(history).0
+        );
     }
     let app = runstream_query::router(runstream_query::QueryState {
         views,
@@ -309,8 +339,63 @@ async fn main() {
         token: boot.token,
     };
 
+    // `--series-only` skips the searches, their baseline and the grouping.
+    let series_only = args.iter().any(|a| a == "--series-only");
+    if !series_only {
+        search_figures(&b, &views_path, runs).await;
+    }
+    let series = |path: &'static str, query: &'static str| {
+        let url = format!(
+            "{}/api/v1/projects/default/runs/run-000000/series?path={path}&{query}",
+            b.base
+        );
+        let client = b.client.clone();
+        move || client.get(&url)
+    };
+    b.time(
+        &format!("series: {points} points in 1,000 buckets"),
+        SAMPLES,
+        Some(10.0),
+        series("train/loss", "buckets=1000"),
+        |v| {
+            // At most 1,000: the rollup level that serves the read sets the bucket edges.
+            let n = v["buckets"].as_array().map_or(0, Vec::len);
+            assert!((500..=1000).contains(&n), "{n} buckets");
+            println!("  (the answer holds {n} buckets)");
+        },
+    )
+    .await;
+    b.time(
+        "series: full history of a 12,500-point series",
+        SAMPLES,
+        Some(10.0),
+        series("train/acc", "limit=12500"),
+        |v| assert_eq!(v["steps"].as_array().map(Vec::len), Some(12_500)),
+    )
+    .await;
+    if !series_only {
+        b.time(
+            &format!("groups: all {runs} runs by owner, 2 aggregates"),
+            // Seconds each at 100,000 runs: every run's values are read one by one.
+            2,
+            None,
+            || {
+                b.client
+                    .post(format!("{}/api/v1/projects/default/runs:groups", b.base))
+                    .json(&serde_json::json!({
+                        "group_by": "owner", "aggregates": ["max(metric.val/acc)", "attr.params/f00"]
+                    }))
+            },
+            |v| assert_eq!(v["groups"].as_array().map(Vec::len), Some(20)),
+        )
+        .await;
+    }
+}
+
+/// The searches, their baseline and the ratio between them.
+async fn search_figures(b: &Bench, views_path: &std::path::Path, runs: usize) {
     // The baseline: one attribute of every run, read with plain SQL.
-    let conn = rusqlite::Connection::open(&views_path).unwrap();
+    let conn = rusqlite::Connection::open(views_path).unwrap();
     let mut base_times = Vec::new();
     // Seconds per sample at 100,000 runs: a few samples say enough.
     for i in 0..6 {
@@ -389,49 +474,4 @@ async fn main() {
         medians[medians.len() / 2],
         baseline / medians[medians.len() / 2]
     );
-
-    let series = |path: &'static str, query: &'static str| {
-        let url = format!(
-            "{}/api/v1/projects/default/runs/run-000000/series?path={path}&{query}",
-            b.base
-        );
-        let client = b.client.clone();
-        move || client.get(&url)
-    };
-    b.time(
-        &format!("series: {points} points in 1,000 buckets"),
-        SAMPLES,
-        Some(10.0),
-        series("train/loss", "buckets=1000"),
-        |v| {
-            // At most 1,000: the rollup level that serves the read sets the bucket edges.
-            let n = v["buckets"].as_array().map_or(0, Vec::len);
-            assert!((500..=1000).contains(&n), "{n} buckets");
-            println!("  (the answer holds {n} buckets)");
-        },
-    )
-    .await;
-    b.time(
-        "series: full history of a 12,500-point series",
-        SAMPLES,
-        Some(10.0),
-        series("train/acc", "limit=12500"),
-        |v| assert_eq!(v["steps"].as_array().map(Vec::len), Some(12_500)),
-    )
-    .await;
-    b.time(
-        &format!("groups: all {runs} runs by owner, 2 aggregates"),
-        // Seconds each at 100,000 runs: every run's values are read one by one.
-        2,
-        None,
-        || {
-            b.client
-                .post(format!("{}/api/v1/projects/default/runs:groups", b.base))
-                .json(&serde_json::json!({
-                    "group_by": "owner", "aggregates": ["max(metric.val/acc)", "attr.params/f00"]
-                }))
-        },
-        |v| assert_eq!(v["groups"].as_array().map(Vec::len), Some(20)),
-    )
-    .await;
 }

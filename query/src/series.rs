@@ -2,11 +2,13 @@
 
 use axum::Json;
 use axum::extract::{Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use runstream_http::{ApiError, Authenticated, UrlPath};
 use runstream_schema::json::JsonF64;
 use runstream_schema::{MAX_STEP, ProjectId, Role, project_key};
 use runstream_views::{Bucket, PointRow, SeriesKey};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::QueryState;
 use crate::consistency::wait_for;
@@ -81,46 +83,118 @@ pub(crate) async fn float_series(
     Authenticated(p): Authenticated,
     UrlPath((project, run)): UrlPath<(String, String)>,
     q: Result<Query<SeriesQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let project = st.registry.authorize(&p, &project, Role::Viewer)?;
     let q = query(q)?;
     let r = resolve(&st, &project, run, &p, &q).await?;
-    if let Some(n) = q.buckets {
+    let body = if let Some(n) = q.buckets {
         in_range("buckets", n, MAX_BUCKETS)?;
-        let buckets = st.views.read_buckets(&r.key, r.from, r.to, n).await?;
-        return Ok(Json(
-            serde_json::json!({ "path": r.key.path, "buckets": buckets_json(&buckets) }),
-        ));
+        SeriesBody::buckets(&st.views.read_buckets(&r.key, r.from, r.to, n).await?)
+    } else {
+        SeriesBody::points(&st.views.read_points(&r.key, r.from, r.to, r.limit).await?, r.limit)
+    };
+    let hint = body.size_hint();
+    json_response(
+        &SeriesJson {
+            run: None,
+            path: r.key.path,
+            body,
+        },
+        hint,
+    )
+}
+
+/// One bucket as JSON: serialized straight from the struct, not through a `Value` tree (a chart
+/// answer holds thousands of numbers).
+#[derive(Serialize)]
+struct BucketJson {
+    from_step: i64,
+    to_step: i64,
+    count: u64,
+    min: Option<JsonF64>,
+    max: Option<JsonF64>,
+    mean: Option<JsonF64>,
+    last_step: i64,
+    last_value: JsonF64,
+    last_time_ms: i64,
+}
+
+impl From<&Bucket> for BucketJson {
+    fn from(b: &Bucket) -> Self {
+        BucketJson {
+            from_step: b.from_step,
+            to_step: b.to_step,
+            count: b.count,
+            min: b.min.map(JsonF64),
+            max: b.max.map(JsonF64),
+            mean: b.mean.map(JsonF64),
+            last_step: b.last_step,
+            last_value: JsonF64(b.last_value),
+            last_time_ms: b.last_time_ms,
+        }
     }
-    let points = st.views.read_points(&r.key, r.from, r.to, r.limit).await?;
-    let mut out = points_json(&points, r.limit);
-    out["path"] = r.key.path.into();
-    Ok(Json(out))
 }
 
-fn buckets_json(buckets: &[Bucket]) -> Vec<serde_json::Value> {
-    let f = |v: Option<f64>| v.map(JsonF64);
-    buckets
-        .iter()
-        .map(|b| {
-            serde_json::json!({
-                "from_step": b.from_step, "to_step": b.to_step, "count": b.count,
-                "min": f(b.min), "max": f(b.max), "mean": f(b.mean),
-                "last_step": b.last_step, "last_value": JsonF64(b.last_value), "last_time_ms": b.last_time_ms,
-            })
-        })
-        .collect()
+/// A series' answer: raw points as columns, or buckets.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum SeriesBody {
+    Points {
+        steps: Vec<i64>,
+        times_ms: Vec<i64>,
+        values: Vec<JsonF64>,
+        /// Where the next page starts when this one is full.
+        next_from_step: Option<i64>,
+    },
+    Buckets {
+        buckets: Vec<BucketJson>,
+    },
 }
 
-/// Points as columns, with where the next page starts when this one is full.
-fn points_json(points: &[PointRow], limit: usize) -> serde_json::Value {
-    let next = (points.len() == limit)
-        .then(|| points.last().map(|p| p.step + 1))
-        .flatten();
-    let steps: Vec<i64> = points.iter().map(|p| p.step).collect();
-    let times: Vec<i64> = points.iter().map(|p| p.time_ms).collect();
-    let values: Vec<JsonF64> = points.iter().map(|p| JsonF64(p.value)).collect();
-    serde_json::json!({ "steps": steps, "times_ms": times, "values": values, "next_from_step": next })
+impl SeriesBody {
+    fn points(points: &[PointRow], limit: usize) -> Self {
+        SeriesBody::Points {
+            steps: points.iter().map(|p| p.step).collect(),
+            times_ms: points.iter().map(|p| p.time_ms).collect(),
+            values: points.iter().map(|p| JsonF64(p.value)).collect(),
+            next_from_step: (points.len() == limit)
+                .then(|| points.last().map(|p| p.step + 1))
+                .flatten(),
+        }
+    }
+
+    fn buckets(buckets: &[Bucket]) -> Self {
+        SeriesBody::Buckets {
+            buckets: buckets.iter().map(BucketJson::from).collect(),
+        }
+    }
+}
+
+/// Serializes an answer into a buffer sized for it up front: a series answer runs to hundreds of
+/// kilobytes, and growing the buffer from empty copies it over and over.
+fn json_response<T: Serialize>(v: &T, size_hint: usize) -> Result<Response, ApiError> {
+    let mut buf = Vec::with_capacity(size_hint);
+    serde_json::to_writer(&mut buf, v).map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], buf).into_response())
+}
+
+impl SeriesBody {
+    /// About how many bytes the answer takes as JSON.
+    fn size_hint(&self) -> usize {
+        match self {
+            SeriesBody::Points { steps, .. } => 64 + steps.len() * 48,
+            SeriesBody::Buckets { buckets } => 64 + buckets.len() * 200,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct SeriesJson {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    run: Option<String>,
+    path: String,
+    #[serde(flatten)]
+    body: SeriesBody,
 }
 
 /// Most series one request may read.
@@ -157,6 +231,11 @@ pub(crate) struct ManySeries {
     wait_ms: Option<u64>,
 }
 
+#[derive(Serialize)]
+struct ManyJson {
+    series: Vec<SeriesJson>,
+}
+
 /// Many float series in one request, raw or bucketed: the series of a chart comparing runs.
 /// A series that does not exist comes back empty, so a chart of many runs needs no prior check.
 pub(crate) async fn many_series(
@@ -164,7 +243,7 @@ pub(crate) async fn many_series(
     Authenticated(p): Authenticated,
     UrlPath(project): UrlPath<String>,
     body: axum::body::Bytes,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let project = st.registry.authorize(&p, &project, Role::Viewer)?;
     let mut q: ManySeries = runstream_http::parse_json(&body)?;
     wait_for(st.views.as_ref(), q.min_position.as_deref(), q.wait_ms).await?;
@@ -222,18 +301,21 @@ pub(crate) async fn many_series(
             run: s.run.clone(),
             path: s.path.clone(),
         };
-        let mut v = if from > to {
-            points_json(&[], limit)
+        let body = if from > to {
+            SeriesBody::points(&[], limit)
         } else if let Some(n) = q.buckets {
-            serde_json::json!({ "buckets": buckets_json(&st.views.read_buckets(&key, from, to, n).await?) })
+            SeriesBody::buckets(&st.views.read_buckets(&key, from, to, n).await?)
         } else {
-            points_json(&st.views.read_points(&key, from, to, limit).await?, limit)
+            SeriesBody::points(&st.views.read_points(&key, from, to, limit).await?, limit)
         };
-        v["run"] = s.run.clone().into();
-        v["path"] = s.path.clone().into();
-        out.push(v);
+        out.push(SeriesJson {
+            run: Some(s.run.clone()),
+            path: s.path.clone(),
+            body,
+        });
     }
-    Ok(Json(serde_json::json!({ "series": out })))
+    let hint = out.iter().map(|s| s.body.size_hint()).sum();
+    json_response(&ManyJson { series: out }, hint)
 }
 
 pub(crate) async fn string_series(

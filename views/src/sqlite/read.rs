@@ -268,7 +268,7 @@ fn raw_aggs(c: &Connection, id: i64, from: i64, to: i64) -> Result<Vec<Agg>, Vie
 }
 
 /// Buckets over `from..=to`: whole rollup buckets inside the range from the rollups, the partial
-/// buckets at either edge from raw points, so the answer is exact for any range.
+/// buckets at either edge from finer levels and raw points, so the answer is exact for any range.
 pub(super) fn buckets(c: &Connection, id: i64, from: i64, to: i64, n: usize) -> Result<Vec<Bucket>, ViewError> {
     // Buckets span the steps the series has within the range, not the whole range asked for:
     // a chart that asks for 100 buckets of "everything" gets 100, not one.
@@ -283,9 +283,19 @@ pub(super) fn buckets(c: &Connection, id: i64, from: i64, to: i64, n: usize) -> 
     if from > to {
         return Ok(Vec::new());
     }
-    let Some(level) = rollup::choose_level(from, to, n) else {
-        return Ok(rollup::regroup(from, to, n, raw_aggs(c, id, from, to)?));
+    let parts = cover(c, id, rollup::choose_level(from, to, n), from, to)?;
+    Ok(rollup::regroup(from, to, n, parts))
+}
+
+/// The aggregates of `from..=to`, in step order: whole buckets of `level` in the middle, and the
+/// edges, which cover part of a bucket, from the next finer level down to raw points. A read
+/// of a long series then touches at most a few dozen rows of each finer level rather than up to
+/// a whole coarse bucket of raw points.
+fn cover(c: &Connection, id: i64, level: Option<usize>, from: i64, to: i64) -> Result<Vec<Agg>, ViewError> {
+    let Some(level) = level else {
+        return raw_aggs(c, id, from, to);
     };
+    let finer = level.checked_sub(1);
     let shift = LEVELS[level];
     let first_full = if from & ((1 << shift) - 1) == 0 {
         from >> shift
@@ -297,25 +307,24 @@ pub(super) fn buckets(c: &Connection, id: i64, from: i64, to: i64, n: usize) -> 
     } else {
         (to >> shift) - 1
     };
-    let mut parts: Vec<Agg> = Vec::new();
     if first_full > last_full {
-        parts = raw_aggs(c, id, from, to)?;
-    } else {
-        let (full_from, _) = rollup::bucket_range(level, first_full);
-        let (_, full_to) = rollup::bucket_range(level, last_full);
-        if full_from > from {
-            parts.extend(raw_aggs(c, id, from, full_from - 1)?);
-        }
-        parts.extend(
-            read_aggs(c, id, level, first_full, last_full)?
-                .into_iter()
-                .map(|(_, a)| a),
-        );
-        if full_to < to {
-            parts.extend(raw_aggs(c, id, full_to + 1, to)?);
-        }
+        return cover(c, id, finer, from, to);
     }
-    Ok(rollup::regroup(from, to, n, parts))
+    let (full_from, _) = rollup::bucket_range(level, first_full);
+    let (_, full_to) = rollup::bucket_range(level, last_full);
+    let mut parts = Vec::new();
+    if full_from > from {
+        parts = cover(c, id, finer, from, full_from - 1)?;
+    }
+    parts.extend(
+        read_aggs(c, id, level, first_full, last_full)?
+            .into_iter()
+            .map(|(_, a)| a),
+    );
+    if full_to < to {
+        parts.extend(cover(c, id, finer, full_to + 1, to)?);
+    }
+    Ok(parts)
 }
 
 pub(super) fn events(
