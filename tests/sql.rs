@@ -403,3 +403,46 @@ async fn hostile_queries_are_refused_or_confined() {
     let (st, v) = sql(&s, ADMIN_TOKEN, json!({"sql": "SELECT count(*) FROM runs"})).await;
     assert_eq!((st, &v["rows"]), (200, &json!([[3]])), "{v}");
 }
+
+/// At most four analytics queries run at once: a fifth waits briefly, then gets a 503 with
+/// Retry-After, and the API answers again once the slow ones end.
+#[tokio::test(flavor = "multi_thread")]
+async fn busy_analytics_queries_are_turned_away_with_retry_after() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = std::sync::Arc::new(Server::start(dir.path()));
+    let forever = "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n) SELECT count(*) FROM n";
+    let slow: Vec<_> = (0..4)
+        .map(|_| {
+            let s = s.clone();
+            tokio::spawn(async move { sql(&s, ADMIN_TOKEN, json!({"sql": forever, "timeout_ms": 8000})).await })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let r = client()
+        .post(s.url("/api/v1/sql"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"sql": "SELECT 1"}))
+        .send()
+        .await
+        .expect("post sql");
+    assert_eq!(r.status().as_u16(), 503);
+    assert_eq!(r.headers().get("retry-after").map(|v| v.as_bytes()), Some(&b"1"[..]));
+    let v: Value = r.json().await.expect("error body");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("analytics queries are running"),
+        "{v}"
+    );
+    for q in slow {
+        let (st, v) = q.await.expect("slow query");
+        assert_eq!(st, 400, "{v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap_or("").contains("time limit"),
+            "{v}"
+        );
+    }
+    let (st, v) = sql(&s, ADMIN_TOKEN, json!({"sql": "SELECT 1"})).await;
+    assert_eq!((st, &v["rows"]), (200, &json!([[1]])), "{v}");
+}

@@ -4,7 +4,9 @@
 //! `rollups`, `lines`, `files`, `lineage`; see docs/analytics-sql.md), whose rows are those of
 //! the caller's projects, or of the subset it names, whatever the query says. The query runs
 //! within a row limit and a time limit; a query that is refused, fails or runs out of time is a
-//! 400 naming `sql` with SQLite's or our message and, where known, the position.
+//! 400 naming `sql` with SQLite's or our message and, where known, the position. At most
+//! [`CONCURRENT_QUERIES`] run at once; past that a query waits briefly, then gets a 503 with
+//! Retry-After.
 
 use std::time::Duration;
 
@@ -16,10 +18,18 @@ use runstream_schema::Role;
 use runstream_schema::json::JsonF64;
 use runstream_views::sql::{SqlQuery, SqlValue};
 use serde::Deserialize;
+use tokio::sync::Semaphore;
 
 use crate::QueryState;
 use crate::consistency::wait_for;
 use crate::runs::in_range;
+
+/// Analytics queries running at once; more wait for a slot, then get a 503. A query may hold a
+/// core for its whole time limit, and the search API must keep answering meanwhile.
+const CONCURRENT_QUERIES: usize = 4;
+/// How long a query waits for a slot before the 503.
+const SLOT_WAIT: Duration = Duration::from_secs(2);
+static SLOTS: Semaphore = Semaphore::const_new(CONCURRENT_QUERIES);
 
 const DEFAULT_ROWS: usize = 1000;
 const MAX_ROWS: usize = 100_000;
@@ -74,6 +84,15 @@ pub(crate) async fn sql(
         MAX_TIMEOUT_MS,
     )?;
     wait_for(st.views.as_ref(), req.min_position.as_deref(), req.wait_ms).await?;
+    let _slot = match tokio::time::timeout(SLOT_WAIT, SLOTS.acquire()).await {
+        Ok(Ok(slot)) => slot,
+        _ => {
+            return Err(ApiError::unavailable(
+                format!("{CONCURRENT_QUERIES} analytics queries are running, the most at once; retry shortly"),
+                1,
+            ));
+        }
+    };
     let answer = st
         .views
         .sql(SqlQuery {
