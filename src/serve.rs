@@ -88,6 +88,10 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         registry.clone(),
         IngestLimits::default(),
     );
+    let ingest = match cfg.blobs_url.strip_prefix("file://") {
+        Some(root) => ingest.with_blob_root(root),
+        None => ingest,
+    };
     let query = QueryState {
         views,
         log,

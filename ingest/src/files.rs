@@ -177,7 +177,50 @@ async fn store_blob(st: &IngestState, body: Body, limit: u64) -> Result<(String,
         .rename(&tmp, &key)
         .await
         .map_err(|e| ApiError::unavailable(format!("blob store: {e}"), 1))?;
+    if let Some(root) = st.blob_root.clone() {
+        let k = key.to_string();
+        tokio::task::spawn_blocking(move || sync_blob(&root, &k))
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?
+            .map_err(|e| ApiError::unavailable(format!("blob store: syncing {key}: {e}"), 1))?;
+    }
     Ok((sha, size))
+}
+
+/// Makes a blob of a local store durable before its file event is acknowledged: the file's data
+/// and the directory entries naming it, up to the store's folder. The local store writes and
+/// renames without syncing, so a power loss could otherwise leave an acknowledged file event
+/// whose blob is empty or gone.
+fn sync_blob(root: &std::path::Path, key: &str) -> std::io::Result<()> {
+    let file = root.join(key);
+    std::fs::File::open(&file)?.sync_all()?;
+    let mut dir = file.parent();
+    while let Some(d) = dir {
+        std::fs::File::open(d)?.sync_all()?;
+        if d == root {
+            break;
+        }
+        dir = d.parent();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syncing_a_blob_reaches_its_file_and_folders() {
+        let root = tempfile::tempdir().unwrap();
+        let key = blob_key(&"ab".repeat(32));
+        let path = root.path().join(&key);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, b"data").unwrap();
+        sync_blob(root.path(), &key).unwrap();
+        // A blob that is not there is an error, never a silent success.
+        let missing = blob_key(&"cd".repeat(32));
+        assert!(sync_blob(root.path(), &missing).is_err());
+    }
 }
 
 fn guess_media_type(path: &str) -> &'static str {

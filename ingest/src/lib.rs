@@ -59,6 +59,9 @@ pub struct IngestState {
     /// Runs this process has seen created: spares a view lookup per batch.
     pub known_runs: Arc<DashSet<(String, String)>>,
     pub recent: Arc<RecentIds>,
+    /// The folder of a local blob store, whose writes are synced to disk before a file event
+    /// is appended (the store itself renames without syncing).
+    pub blob_root: Option<std::path::PathBuf>,
 }
 
 impl FromRef<IngestState> for RegistryState {
@@ -85,7 +88,15 @@ impl IngestState {
             limits,
             known_runs: Arc::default(),
             recent: Arc::new(RecentIds::new(1 << 20)),
+            blob_root: None,
         }
+    }
+
+    /// Declares `blobs` a local store kept in `root`, so uploads are synced before they are
+    /// acknowledged.
+    pub fn with_blob_root(mut self, root: impl Into<std::path::PathBuf>) -> Self {
+        self.blob_root = Some(root.into());
+        self
     }
 }
 
