@@ -626,7 +626,14 @@ pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
         num(14..16)?,
         num(17..19)?,
     );
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+    let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+    let month_days = match mo {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    };
+    if !(1..=12).contains(&mo) || !(1..=month_days).contains(&d) || h > 23 || mi > 59 || sec > 60 {
         return None;
     }
     let mut i = 19;
@@ -776,6 +783,12 @@ mod tests {
         assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:00Z"), Some(0));
         assert_eq!(parse_rfc3339_ms("2000-02-29T01:02:03.5+01:00"), Some(951_782_523_500));
         assert_eq!(parse_rfc3339_ms("2000-13-01T00:00:00Z"), None);
+        // Days past the end of their month do not exist, leap days only in leap years.
+        assert_eq!(parse_rfc3339_ms("2023-02-29T00:00:00Z"), None);
+        assert_eq!(parse_rfc3339_ms("1900-02-29T00:00:00Z"), None);
+        assert_eq!(parse_rfc3339_ms("2024-04-31T00:00:00Z"), None);
+        assert_eq!(parse_rfc3339_ms("2024-02-29T00:00:00Z"), Some(1_709_164_800_000));
+        assert_eq!(parse_rfc3339_ms("2024-12-31T00:00:00Z"), Some(1_735_603_200_000));
         assert_eq!(parse_rfc3339_ms("yesterday"), None);
     }
 }
