@@ -491,6 +491,8 @@ impl Parser {
 /// Resolves fields against a project's catalog and types every comparison.
 pub struct Checker<'a> {
     catalog: &'a Catalog,
+    /// The instant relative dates (`'now-7d'`) count from, in ms since the epoch.
+    now_ms: i64,
 }
 
 const STATES: &[&str] = &["running", "finished", "failed", "aborted"];
@@ -527,6 +529,45 @@ pub fn parse_datetime(s: &str) -> Option<i64> {
     runstream_schema::json::parse_rfc3339_ms(&full)
 }
 
+/// A date relative to `now_ms`: `now`, or `now` plus or minus amounts with units `w` (weeks),
+/// `d`, `h`, `m` (minutes), `s` and `ms`, as in `now-7d`, `now - 1d12h`, `now+30m`.
+pub fn parse_relative(s: &str, now_ms: i64) -> Option<i64> {
+    let rest = s.trim().strip_prefix("now")?.trim_start();
+    if rest.is_empty() {
+        return Some(now_ms);
+    }
+    let (sign, mut rest) = match rest.as_bytes()[0] {
+        b'-' => (-1i64, rest[1..].trim_start()),
+        b'+' => (1, rest[1..].trim_start()),
+        _ => return None,
+    };
+    let mut total: i64 = 0;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        if digits == 0 {
+            return None;
+        }
+        let n: i64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit_len = rest.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(rest.len());
+        let unit: i64 = match &rest[..unit_len] {
+            "w" => 7 * 86_400_000,
+            "d" => 86_400_000,
+            "h" => 3_600_000,
+            "m" => 60_000,
+            "s" => 1000,
+            "ms" => 1,
+            _ => return None,
+        };
+        total = total.checked_add(n.checked_mul(unit)?)?;
+        rest = rest[unit_len..].trim_start();
+    }
+    now_ms.checked_add(sign * total)
+}
+
 fn days_in_month(y: i64, m: i64) -> i64 {
     match m {
         2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
@@ -538,7 +579,15 @@ fn days_in_month(y: i64, m: i64) -> i64 {
 
 impl<'a> Checker<'a> {
     pub fn new(catalog: &'a Catalog) -> Self {
-        Checker { catalog }
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        Checker { catalog, now_ms }
+    }
+
+    /// A checker whose relative dates count from `now_ms`.
+    pub fn at(catalog: &'a Catalog, now_ms: i64) -> Self {
+        Checker { catalog, now_ms }
     }
 
     /// Parses and checks a filter; empty text selects every run.
@@ -651,12 +700,12 @@ impl<'a> Checker<'a> {
             return Ok(plain);
         }
         if let (Literal::Str(s), true) = (&plain, classes.contains(&Class::Datetime)) {
-            return match parse_datetime(s) {
+            return match parse_datetime(s).or_else(|| parse_relative(s, self.now_ms)) {
                 Some(ms) => Ok(Literal::Datetime(ms)),
                 None => err(
                     lit.at,
                     format!(
-                        "{} is a date: {s:?} is not one (write 'YYYY-MM-DD' or 'YYYY-MM-DDTHH:MM:SSZ')",
+                        "{} is a date: {s:?} is not one (write 'YYYY-MM-DD', 'YYYY-MM-DDTHH:MM:SSZ' or 'now-7d')",
                         display_field(field)
                     ),
                 ),
@@ -939,6 +988,40 @@ mod tests {
         ] {
             assert_eq!(parse_datetime(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn relative_dates_count_from_now() {
+        let now = 1_800_000_000_000;
+        assert_eq!(parse_relative("now", now), Some(now));
+        assert_eq!(parse_relative("now-7d", now), Some(now - 7 * 86_400_000));
+        assert_eq!(parse_relative(" now - 1d12h ", now), Some(now - 36 * 3_600_000));
+        assert_eq!(parse_relative("now+30m", now), Some(now + 1_800_000));
+        assert_eq!(parse_relative("now-2w1s500ms", now), Some(now - 14 * 86_400_000 - 1500));
+        for bad in [
+            "now-",
+            "now-7",
+            "now-7y",
+            "now7d",
+            "now--7d",
+            "today",
+            "now-d",
+            "now-99999999999999w",
+        ] {
+            assert_eq!(parse_relative(bad, now), None, "{bad}");
+        }
+        let cat = Catalog::default();
+        let f = Checker::at(&cat, now).filter("created > 'now-7d'").unwrap();
+        assert_eq!(
+            f,
+            Filter::Compare {
+                field: Field::System(SystemField::Created),
+                op: Cmp::Gt,
+                value: Literal::Datetime(now - 7 * 86_400_000),
+            }
+        );
+        let e = Checker::at(&cat, now).filter("created > 'now-7x'").unwrap_err();
+        assert!(e.message.contains("'now-7d'"), "{e}");
     }
 
     #[test]
