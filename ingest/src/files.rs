@@ -205,24 +205,6 @@ fn sync_blob(root: &std::path::Path, key: &str) -> std::io::Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn syncing_a_blob_reaches_its_file_and_folders() {
-        let root = tempfile::tempdir().unwrap();
-        let key = blob_key(&"ab".repeat(32));
-        let path = root.path().join(&key);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, b"data").unwrap();
-        sync_blob(root.path(), &key).unwrap();
-        // A blob that is not there is an error, never a silent success.
-        let missing = blob_key(&"cd".repeat(32));
-        assert!(sync_blob(root.path(), &missing).is_err());
-    }
-}
-
 fn guess_media_type(path: &str) -> &'static str {
     let ext = path
         .rsplit_once('.')
@@ -241,5 +223,23 @@ fn guess_media_type(path: &str) -> &'static str {
         "yaml" | "yml" => "application/yaml",
         "pt" | "pth" | "bin" | "ckpt" | "safetensors" | "onnx" | "pkl" => "application/octet-stream",
         _ => "application/octet-stream",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syncing_a_blob_reaches_its_file_and_folders() {
+        let root = tempfile::tempdir().unwrap();
+        let key = blob_key(&"ab".repeat(32));
+        let path = root.path().join(&key);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, b"data").unwrap();
+        sync_blob(root.path(), &key).unwrap();
+        // A blob that is not there is an error, never a silent success.
+        let missing = blob_key(&"cd".repeat(32));
+        assert!(sync_blob(root.path(), &missing).is_err());
     }
 }
