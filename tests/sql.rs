@@ -219,6 +219,19 @@ async fn hostile_queries_are_refused_or_confined() {
             Confined,
         ),
         ("SELECT run FROM runs /* ; SELECT * FROM main.runs */".into(), Confined),
+        // A common table expression named after a view, reading what the view may read.
+        (
+            "WITH runs AS (SELECT * FROM main.events) SELECT * FROM runs".into(),
+            Refused("main.events cannot be read", None),
+        ),
+        (
+            "WITH lineage AS (SELECT count(*) FROM attribute_keys) SELECT * FROM lineage".into(),
+            Refused("cannot be read", None),
+        ),
+        (
+            "WITH tags AS (SELECT load_extension('x')) SELECT * FROM tags".into(),
+            Refused("load_extension() is not allowed", None),
+        ),
         // Stored tables behind the views, by any spelling.
         (
             "SELECT * FROM main.runs".into(),

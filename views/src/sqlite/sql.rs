@@ -1,9 +1,10 @@
 //! Analytics SQL on SQLite.
 //!
-//! Each query gets its own read-only connection. On it, temporary views named as in
-//! [`crate::sql::VIEWS`] select the caller's projects' rows from the stored tables; they shadow
-//! the tables of the same names. Then an authorizer is installed that, while the query is
-//! prepared, allows a read of a stored table only from inside one of those views, a function only
+//! Each query gets its own read-only connection. On it, inner views with random names select
+//! the caller's projects' rows from the stored tables, and temporary views named as in
+//! [`crate::sql::VIEWS`] (shadowing the tables of the same names) select from them. Then an
+//! authorizer is installed that, while the query is prepared, allows a read of a stored table
+//! only from inside an inner view, a function only
 //! from a list of pure ones, and no statement but a `SELECT`: a query naming `main.runs`, the
 //! event index, `sqlite_schema`, a pragma or `dbstat` is refused, and no query can write, attach
 //! a file or load an extension. SQLite limits bound the size of values and expressions, and a
@@ -52,7 +53,7 @@ fn quote(s: &str) -> String {
 
 /// The statements that define the views over the given project keys (`workspace/project`),
 /// showing each project by its name alone (the text after `strip` bytes).
-fn view_definitions(keys: &[String], strip: usize) -> String {
+fn view_definitions(keys: &[String], strip: usize, inner: &str) -> String {
     // With no projects the views are empty: `/` is no project's key (an empty `IN ()` would
     // let SQLite drop the condition and read the table outside the view).
     let within = if keys.is_empty() {
@@ -71,7 +72,7 @@ fn view_definitions(keys: &[String], strip: usize) -> String {
             .collect::<Vec<_>>()
             .join(" ")
     );
-    format!(
+    let inner_views = format!(
         "CREATE TEMP VIEW runs AS SELECT {project}, run, name, experiment, parent_run, description, owner, state, \
              state_message, created_ms, updated_ms, finished_ms, heartbeat_ms, \
              (finished_ms - created_ms) / 1000.0 AS duration_s, deleted \
@@ -93,13 +94,25 @@ fn view_definitions(keys: &[String], strip: usize) -> String {
              FROM main.files WHERE project IN ({within});
          CREATE TEMP VIEW lineage AS SELECT {project}, run, direction, kind, name, version, digest, uri, time_ms \
              FROM main.lineage WHERE project IN ({within});"
-    )
+    );
+    // The statements above define the inner views under their secret names; each view a query
+    // sees selects everything from its inner view.
+    let mut sql = inner_views.replace("CREATE TEMP VIEW ", &format!("CREATE TEMP VIEW {inner}"));
+    for v in VIEWS {
+        sql.push_str(&format!("\nCREATE TEMP VIEW {v} AS SELECT * FROM temp.{inner}{v};"));
+    }
+    sql
 }
 
 /// What the authorizer knows besides the action: the names of the stored tables and views.
 struct Sandbox {
     /// Lower-cased names of every table and view of the database and of the temporary schema.
     stored: Vec<String>,
+    /// The prefix of the inner views, the only ones that read stored tables. It is random per
+    /// connection: SQLite names a common table expression as the accessor of the reads in its
+    /// body, as it does a view, so a query could otherwise name a CTE `runs` and read any table
+    /// from inside it; it cannot name a CTE after a view whose name it does not know.
+    inner: String,
     /// Why the first refused action was refused.
     denied: Mutex<Option<String>>,
 }
@@ -112,21 +125,32 @@ impl Sandbox {
         self.stored.contains(&name) || name.starts_with("sqlite_") || name.starts_with("pragma_") || name == "dbstat"
     }
 
+    /// Whether `name` is one of the inner views.
+    fn is_inner(&self, name: &str) -> bool {
+        name.strip_prefix(self.inner.as_str())
+            .is_some_and(|v| VIEWS.contains(&v))
+    }
+
     /// Decides one action while the query is prepared; the reason for a refusal is kept.
     fn authorize(&self, ctx: &AuthContext<'_>) -> Authorization {
-        let in_view = ctx.accessor.is_some_and(|v| VIEWS.contains(&v));
         let refusal = match ctx.action {
             AuthAction::Select | AuthAction::Recursive => None,
             AuthAction::Read {
                 table_name,
                 column_name,
             } => {
-                let view = ctx.database_name == Some("temp") && VIEWS.contains(&table_name);
-                // A common table expression is read with no schema; so is a stored table
-                // from which no column is read (`count(*)`), which SQLite reports with an
-                // empty column name.
-                let cte = ctx.database_name.is_none() && (!column_name.is_empty() || !self.is_stored(table_name));
-                if in_view || view || cte || TABLE_FUNCTIONS.contains(&table_name) {
+                let allowed = match ctx.database_name {
+                    // A stored table: only from inside an inner view.
+                    Some("main") => ctx.accessor.is_some_and(|a| self.is_inner(a)),
+                    // The views a query sees, and the inner views they read.
+                    Some("temp") => VIEWS.contains(&table_name) || self.is_inner(table_name),
+                    // A common table expression is read with no schema; so is a stored table
+                    // from which no column is read (`count(*)`), which SQLite reports with an
+                    // empty column name.
+                    None => !column_name.is_empty() || !self.is_stored(table_name),
+                    Some(_) => false,
+                };
+                if allowed || TABLE_FUNCTIONS.contains(&table_name) {
                     None
                 } else {
                     Some(format!(
@@ -137,7 +161,7 @@ impl Sandbox {
                 }
             }
             AuthAction::Function { function_name } => {
-                if in_view || function_allowed(function_name) {
+                if function_allowed(function_name) {
                     None
                 } else {
                     Some(format!("the function {function_name}() is not allowed in a query"))
@@ -191,6 +215,18 @@ fn failure(e: rusqlite::Error, sql: &str, denied: &Mutex<Option<String>>, timeou
     }
 }
 
+/// 64 bits no query can guess: the standard library's per-process random hash keys, over the
+/// time and a counter.
+fn secret() -> u64 {
+    use std::hash::BuildHasher;
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    std::collections::hash_map::RandomState::new().hash_one((n, t))
+}
+
 pub(super) fn run(path: &Path, q: &SqlQuery) -> Result<SqlAnswer, ViewError> {
     check_statement(&q.sql)?;
     let conn = Connection::open_with_flags(
@@ -199,7 +235,8 @@ pub(super) fn run(path: &Path, q: &SqlQuery) -> Result<SqlAnswer, ViewError> {
     )?;
     conn.busy_timeout(Duration::from_secs(30))?;
     let keys: Vec<String> = q.projects.iter().map(|p| format!("{}/{p}", q.workspace)).collect();
-    conn.execute_batch(&view_definitions(&keys, q.workspace.len() + 1))?;
+    let inner = format!("inner_{:016x}_", secret());
+    conn.execute_batch(&view_definitions(&keys, q.workspace.len() + 1, &inner))?;
     for (limit, value) in [
         (Limit::SQLITE_LIMIT_LENGTH, 4 * 1024 * 1024),
         (Limit::SQLITE_LIMIT_SQL_LENGTH, MAX_SQL_BYTES as i32),
@@ -216,6 +253,7 @@ pub(super) fn run(path: &Path, q: &SqlQuery) -> Result<SqlAnswer, ViewError> {
         .collect::<Result<Vec<String>, _>>()?;
     let sandbox = Arc::new(Sandbox {
         stored,
+        inner,
         denied: Mutex::new(None),
     });
     let s = sandbox.clone();
@@ -384,6 +422,20 @@ mod tests {
         assert!(refusal(&path, "SELECT run FROM runs UNION SELECT run FROM main.runs").contains("main.runs"));
         assert!(refusal(&path, "SELECT load_extension('x')").contains("load_extension"));
         assert!(refusal(&path, "SELECT sqlite_version()").contains("sqlite_version"));
+        // A common table expression named after a view gets none of its rights: SQLite names it
+        // as the accessor of the reads in its body, as it does a view.
+        for forged in [
+            "WITH runs AS (SELECT * FROM main.events) SELECT * FROM runs",
+            "WITH runs AS (SELECT count(*) FROM point_blocks) SELECT * FROM runs",
+            "WITH attributes AS (SELECT load_extension('x')) SELECT * FROM attributes",
+            "SELECT * FROM (WITH series AS (SELECT * FROM main.series) SELECT * FROM series)",
+        ] {
+            let why = refusal(&path, forged);
+            assert!(
+                why.contains("cannot be read") || why.contains("not allowed"),
+                "{forged}: {why}"
+            );
+        }
         // A common table expression may take a stored table's name, and reads itself.
         let cte = query(&path, &["a"], "WITH events AS (SELECT 7 AS id) SELECT * FROM events").unwrap();
         assert_eq!(cte.rows, [vec![SqlValue::Int(7)]]);
