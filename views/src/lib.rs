@@ -10,6 +10,7 @@
 //! widths ([`rollup::LEVELS`]), so a chart of any length reads a bounded number of rows.
 
 pub mod block;
+mod ch;
 pub mod registry;
 pub mod rollup;
 mod rows;
@@ -20,6 +21,7 @@ mod sqlite;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
+pub use ch::{ClickHouseUrl, ClickHouseViews};
 pub use rows::*;
 use search::{Catalog, Groups, RunGrouping, RunSearch, SearchPage};
 pub use sqlite::SqliteViews;

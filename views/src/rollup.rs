@@ -175,6 +175,100 @@ pub fn regroup(from: i64, to: i64, buckets: usize, parts: impl IntoIterator<Item
     out
 }
 
+/// One piece of a bucket read: whole buckets of a level, or raw points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Piece {
+    Level { level: usize, first: i64, last: i64 },
+    Raw { from: i64, to: i64 },
+}
+
+/// What a read of `from..=to` at `level` touches, in step order: whole buckets of `level` in the
+/// middle, and the edges, which cover part of a bucket, from the next finer level down to raw
+/// points. A read of a long series then touches at most a few dozen rows of each finer level
+/// rather than up to a whole coarse bucket of raw points.
+pub fn cover(level: Option<usize>, from: i64, to: i64) -> Vec<Piece> {
+    let mut out = Vec::new();
+    cover_into(level, from, to, &mut out);
+    out
+}
+
+fn cover_into(level: Option<usize>, from: i64, to: i64, out: &mut Vec<Piece>) {
+    let Some(level) = level else {
+        out.push(Piece::Raw { from, to });
+        return;
+    };
+    let finer = level.checked_sub(1);
+    let shift = LEVELS[level];
+    let first_full = if from & ((1 << shift) - 1) == 0 {
+        from >> shift
+    } else {
+        (from >> shift) + 1
+    };
+    let last_full = if to == i64::MAX || (to + 1) & ((1 << shift) - 1) == 0 {
+        to >> shift
+    } else {
+        (to >> shift) - 1
+    };
+    if first_full > last_full {
+        return cover_into(finer, from, to, out);
+    }
+    let (full_from, _) = bucket_range(level, first_full);
+    let (_, full_to) = bucket_range(level, last_full);
+    if full_from > from {
+        cover_into(finer, from, full_from - 1, out);
+    }
+    out.push(Piece::Level {
+        level,
+        first: first_full,
+        last: last_full,
+    });
+    if full_to < to {
+        cover_into(finer, full_to + 1, to, out);
+    }
+}
+
+/// Recomputes the dirty buckets of every level ([`dirty_buckets`]) of one series. `points` holds
+/// every point of each dirty level-0 bucket, in step order, as the series stands after the
+/// flush; `stored` holds the stored rows of the finer levels within the dirty coarser buckets.
+/// Level 0 comes from the points, each coarser level from the level below (the buckets just
+/// recomputed, else the stored ones). Returns the new rows of each level.
+pub fn recompute(
+    dirty: &[BTreeSet<i64>],
+    points: impl IntoIterator<Item = (i64, i64, f64)>,
+    stored: &std::collections::BTreeMap<(usize, i64), Agg>,
+) -> Vec<std::collections::BTreeMap<i64, Agg>> {
+    let mut out: Vec<std::collections::BTreeMap<i64, Agg>> = vec![Default::default(); LEVELS.len()];
+    for (step, time_ms, value) in points {
+        let b = step >> LEVELS[0];
+        if dirty[0].contains(&b) {
+            out[0].entry(b).or_insert(Agg::EMPTY).add(step, time_ms, value);
+        }
+    }
+    for level in 1..LEVELS.len() {
+        let d = LEVELS[level] - LEVELS[level - 1];
+        for &b in &dirty[level] {
+            let (lo, hi) = (b << d, ((b + 1) << d) - 1);
+            let mut acc = Agg::EMPTY;
+            let fresh = &out[level - 1];
+            // Finer buckets in step order: recomputed ones win over stored ones.
+            let mut finer: std::collections::BTreeMap<i64, Agg> = stored
+                .range((level - 1, lo)..=(level - 1, hi))
+                .map(|(&(_, fb), a)| (fb, *a))
+                .collect();
+            for (&fb, a) in fresh.range(lo..=hi) {
+                finer.insert(fb, *a);
+            }
+            for a in finer.values() {
+                acc.merge(a);
+            }
+            if !acc.is_empty() {
+                out[level].insert(b, acc);
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

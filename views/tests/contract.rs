@@ -7,6 +7,8 @@ use runstream_schema::{EventId, RunState, Value};
 use runstream_views::rollup::Agg;
 use runstream_views::*;
 
+mod support;
+
 fn key(path: &str) -> SeriesKey {
     SeriesKey {
         project: "w/p".into(),
@@ -212,6 +214,30 @@ async fn sqlite_special_floats() {
     nan_and_infinities_survive(s).await;
 }
 
+async fn clickhouse(name: &str) -> Arc<dyn ViewStore> {
+    Arc::new(ClickHouseViews::open(&support::clickhouse_url(name)).await.unwrap())
+}
+
+#[tokio::test]
+async fn clickhouse_apply_then_read() {
+    apply_then_read(clickhouse("apply").await).await;
+}
+
+#[tokio::test]
+async fn clickhouse_first_creation() {
+    only_the_first_creation_counts(clickhouse("first").await).await;
+}
+
+#[tokio::test]
+async fn clickhouse_reapply() {
+    reapplying_changes_nothing(clickhouse("reapply").await).await;
+}
+
+#[tokio::test]
+async fn clickhouse_special_floats() {
+    nan_and_infinities_survive(clickhouse("floats").await).await;
+}
+
 /// A seeded xorshift, so a failing case can be replayed.
 struct Rng(u64);
 
@@ -356,6 +382,13 @@ async fn sqlite_random_writes() {
     for seed in [2, 0x5eed] {
         let (_d, s) = sqlite().await;
         random_writes_read_back_like_a_map(s, seed).await;
+    }
+}
+
+#[tokio::test]
+async fn clickhouse_random_writes() {
+    for seed in [2, 0x5eed] {
+        random_writes_read_back_like_a_map(clickhouse(&format!("random{seed}")).await, seed).await;
     }
 }
 

@@ -7,7 +7,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::write::{AGG_COLUMNS, exact, read_aggs, real};
 use crate::block;
-use crate::rollup::{self, Agg, LEVELS};
+use crate::rollup::{self, Agg};
 use crate::*;
 
 const RUN_COLUMNS: &str = "run, name, experiment, parent_run, description, owner, state, state_message, \
@@ -287,42 +287,16 @@ pub(super) fn buckets(c: &Connection, id: i64, from: i64, to: i64, n: usize) -> 
     Ok(rollup::regroup(from, to, n, parts))
 }
 
-/// The aggregates of `from..=to`, in step order: whole buckets of `level` in the middle, and the
-/// edges, which cover part of a bucket, from the next finer level down to raw points. A read
-/// of a long series then touches at most a few dozen rows of each finer level rather than up to
-/// a whole coarse bucket of raw points.
+/// The aggregates of `from..=to`, in step order, read as [`rollup::cover`] plans it.
 fn cover(c: &Connection, id: i64, level: Option<usize>, from: i64, to: i64) -> Result<Vec<Agg>, ViewError> {
-    let Some(level) = level else {
-        return raw_aggs(c, id, from, to);
-    };
-    let finer = level.checked_sub(1);
-    let shift = LEVELS[level];
-    let first_full = if from & ((1 << shift) - 1) == 0 {
-        from >> shift
-    } else {
-        (from >> shift) + 1
-    };
-    let last_full = if to == i64::MAX || (to + 1) & ((1 << shift) - 1) == 0 {
-        to >> shift
-    } else {
-        (to >> shift) - 1
-    };
-    if first_full > last_full {
-        return cover(c, id, finer, from, to);
-    }
-    let (full_from, _) = rollup::bucket_range(level, first_full);
-    let (_, full_to) = rollup::bucket_range(level, last_full);
     let mut parts = Vec::new();
-    if full_from > from {
-        parts = cover(c, id, finer, from, full_from - 1)?;
-    }
-    parts.extend(
-        read_aggs(c, id, level, first_full, last_full)?
-            .into_iter()
-            .map(|(_, a)| a),
-    );
-    if full_to < to {
-        parts.extend(cover(c, id, finer, full_to + 1, to)?);
+    for piece in rollup::cover(level, from, to) {
+        match piece {
+            rollup::Piece::Raw { from, to } => parts.extend(raw_aggs(c, id, from, to)?),
+            rollup::Piece::Level { level, first, last } => {
+                parts.extend(read_aggs(c, id, level, first, last)?.into_iter().map(|(_, a)| a))
+            }
+        }
     }
     Ok(parts)
 }

@@ -1,0 +1,427 @@
+//! The distributed views: tables in a ClickHouse server, reached over HTTP with RowBinary.
+//!
+//! ClickHouse has no transactions and no in-place updates, so the layout is append-only:
+//! - Every table is a `ReplacingMergeTree` keyed like its SQLite twin, and every row carries a
+//!   version, `ver`: the log position (offset and index within the record) of the last event of
+//!   its run in the flush that wrote it. A run's events all sit in one partition, so a later
+//!   write of a key always carries a larger version, and a replay (after a crash, or by a second
+//!   projector taking a partition over) writes rows whose versions order exactly as the first
+//!   time did. Reads take the row of the largest version per key (`argMax(.., ver)` grouped by
+//!   the key), so they are right before background merges have run; merges only save space.
+//! - A flush writes its rows first, then the ids of its events, then its checkpoint. A crash in
+//!   between leaves rows whose events are not recorded yet; the replay from the old checkpoint
+//!   writes them again under the same versions, which changes nothing a read can see. An event
+//!   id is recorded only once every row of its flush is in, so skipping known events on replay
+//!   never skips a row that is missing.
+//! - Rollups cannot be summed in the server (a step written again would count twice), so the
+//!   projector recomputes the buckets a flush dirties, as the SQLite views do: it reads the
+//!   stored points of the dirty finest buckets and the stored rows of the finer levels, merges
+//!   them with the flush in memory ([`rollup::recompute`]), and writes whole rows.
+//!
+//! The SQL is the subset ClickHouse 18.16 (Debian's package) and current releases share:
+//! MergeTree engines, `argMax`, tuples in `IN`, `LIMIT n BY`. Identifiers come from the URL and
+//! are checked to be plain words; values reach the server through the client's escaping binds.
+
+mod read;
+mod write;
+
+use std::collections::HashSet;
+
+use clickhouse::{Client, Row};
+use serde::{Deserialize, Serialize};
+
+use runstream_schema::EventId;
+
+use crate::*;
+
+/// Numbered migrations: index + 1 is the schema version they bring a generation of tables to.
+/// `{t}` stands for the generation's table prefix (database and generation name).
+const MIGRATIONS: &[&[&str]] = &[&[
+    "CREATE TABLE IF NOT EXISTS {t}checkpoints (partition UInt32, next_offset UInt64)
+     ENGINE = ReplacingMergeTree(next_offset) ORDER BY partition",
+    "CREATE TABLE IF NOT EXISTS {t}runs (
+        project String, run String, name String, experiment String, parent_run Nullable(String),
+        description String, owner String, state String, state_message String,
+        created_ms Int64, updated_ms Int64, finished_ms Nullable(Int64), heartbeat_ms Nullable(Int64),
+        deleted UInt8, created_seen UInt8, ver UInt64)
+     ENGINE = ReplacingMergeTree(ver) ORDER BY (project, run)",
+    "CREATE TABLE IF NOT EXISTS {t}attributes (
+        project String, run String, path String, vtype String, i Int64, f Float64, s String,
+        deleted UInt8, ver UInt64)
+     ENGINE = ReplacingMergeTree(ver) ORDER BY (project, run, path)",
+    "CREATE TABLE IF NOT EXISTS {t}attribute_keys (project String, path String, vtype String)
+     ENGINE = ReplacingMergeTree ORDER BY (project, path, vtype)",
+    "CREATE TABLE IF NOT EXISTS {t}tags (project String, run String, tag String, present UInt8, ver UInt64)
+     ENGINE = ReplacingMergeTree(ver) ORDER BY (project, run, tag)",
+    "CREATE TABLE IF NOT EXISTS {t}series (
+        project String, run String, path String, kind String, count UInt64, n_values UInt64,
+        min Float64, max Float64, sum Float64, first_step Int64, last_step Int64, last_value Float64,
+        last_time_ms Int64, ver UInt64)
+     ENGINE = ReplacingMergeTree(ver) ORDER BY (project, run, path, kind)",
+    "CREATE TABLE IF NOT EXISTS {t}series_keys (project String, path String, kind String)
+     ENGINE = ReplacingMergeTree ORDER BY (project, path, kind)",
+    "CREATE TABLE IF NOT EXISTS {t}points (
+        project String, run String, path String, step Int64, time_ms Int64, value Float64, ver UInt64)
+     ENGINE = ReplacingMergeTree(ver) ORDER BY (project, run, path, step)",
+    "CREATE TABLE IF NOT EXISTS {t}lines (
+        project String, run String, path String, step Int64, time_ms Int64, line String, ver UInt64)
+     ENGINE = ReplacingMergeTree(ver) ORDER BY (project, run, path, step)",
+    "CREATE TABLE IF NOT EXISTS {t}rollups (
+        project String, run String, path String, level UInt8, bucket Int64, count UInt64, n_values UInt64,
+        min Float64, max Float64, sum Float64, first_step Int64, last_step Int64, last_value Float64,
+        last_time_ms Int64, ver UInt64)
+     ENGINE = ReplacingMergeTree(ver) ORDER BY (project, run, path, level, bucket)",
+    "CREATE TABLE IF NOT EXISTS {t}files (
+        project String, run String, path String, step Int64, blob_key String, size UInt64, sha256 String,
+        media_type String, time_ms Int64, ver UInt64)
+     ENGINE = ReplacingMergeTree(ver) ORDER BY (project, run, path, step)",
+    "CREATE TABLE IF NOT EXISTS {t}lineage (
+        project String, run String, direction String, kind String, name String, version String,
+        digest String, uri String, time_ms Int64, ver UInt64)
+     ENGINE = ReplacingMergeTree(ver) ORDER BY (project, run, direction, kind, name, version)",
+    "CREATE TABLE IF NOT EXISTS {t}lineage_by_artifact (
+        project String, kind String, name String, version String, run String, direction String, ver UInt64)
+     ENGINE = ReplacingMergeTree(ver) ORDER BY (project, kind, name, version, run, direction)",
+    "CREATE TABLE IF NOT EXISTS {t}events (
+        id_hi UInt64, id_lo UInt64, project String, run String, partition UInt32, offset UInt64, seq UInt32,
+        kind String)
+     ENGINE = ReplacingMergeTree ORDER BY (project, run, partition, offset, seq)",
+    "CREATE TABLE IF NOT EXISTS {t}event_ids (id_hi UInt64, id_lo UInt64)
+     ENGINE = ReplacingMergeTree ORDER BY (id_hi, id_lo)",
+]];
+
+/// Where the views live: `clickhouse://[USER[:PASSWORD]@]HOST:PORT[/DATABASE][?generation=NAME]`,
+/// the HTTP port of the server. The database defaults to `runstream`; a generation names one set
+/// of tables in it (`runstream rebuild` writes a new one beside the one being served).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClickHouseUrl {
+    pub http: String,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub database: String,
+    pub generation: String,
+}
+
+impl ClickHouseUrl {
+    pub fn parse(url: &str) -> Result<Self, ViewError> {
+        let bad = |why: &str| ViewError::UnsupportedUrl(format!("{url}: {why}"));
+        let rest = url
+            .strip_prefix("clickhouse://")
+            .ok_or_else(|| bad("expected clickhouse://HOST:PORT/DATABASE"))?;
+        let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let (auth, rest) = match rest.rsplit_once('@') {
+            Some((a, r)) => (Some(a), r),
+            None => (None, rest),
+        };
+        let (host, database) = rest.split_once('/').unwrap_or((rest, ""));
+        if host.is_empty() {
+            return Err(bad("no host"));
+        }
+        let database = if database.is_empty() { "runstream" } else { database };
+        let mut generation = "g0".to_string();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some(("generation", g)) => generation = g.to_string(),
+                _ => return Err(bad(&format!("unknown option {pair:?} (expected generation=NAME)"))),
+            }
+        }
+        for (what, name) in [("database", database), ("generation", generation.as_str())] {
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(bad(&format!("{what} {name:?} must be letters, digits and _")));
+            }
+        }
+        let (user, password) = match auth {
+            Some(a) => match a.split_once(':') {
+                Some((u, p)) => (Some(u.to_string()), Some(p.to_string())),
+                None => (Some(a.to_string()), None),
+            },
+            None => (None, None),
+        };
+        Ok(Self {
+            http: format!("http://{host}"),
+            user,
+            password,
+            database: database.to_string(),
+            generation,
+        })
+    }
+}
+
+pub struct ClickHouseViews {
+    client: Client,
+    /// `generation_`: what the names of this generation's tables start with.
+    prefix: String,
+    pub(crate) version: String,
+}
+
+impl ClickHouseViews {
+    /// Connects, creates the database and brings the generation's tables to this build's schema.
+    pub async fn open(url: &str) -> Result<Self, ViewError> {
+        let u = ClickHouseUrl::parse(url)?;
+        // Old servers (18.16) read neither LZ4-compressed requests from this client nor its
+        // typed-header format, so both are off; values are still checked by the row types.
+        let mut client = Client::default()
+            .with_url(&u.http)
+            .with_validation(false)
+            .with_compression(clickhouse::Compression::None);
+        if let Some(user) = &u.user {
+            client = client.with_user(user);
+        }
+        if let Some(p) = &u.password {
+            client = client.with_password(p);
+        }
+        let version: String = client
+            .query("SELECT version()")
+            .fetch_one()
+            .await
+            .map_err(|e| ViewError::Storage(format!("clickhouse at {}: {e}", u.http)))?;
+        client
+            .query(&format!("CREATE DATABASE IF NOT EXISTS {}", u.database))
+            .execute()
+            .await
+            .map_err(storage)?;
+        let views = Self {
+            client: client.with_database(&u.database),
+            prefix: format!("{}_", u.generation),
+            version,
+        };
+        views.migrate().await?;
+        Ok(views)
+    }
+
+    fn table(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    /// Runs `sql` with `{t}` standing for the table prefix.
+    fn sql(&self, sql: &str) -> clickhouse::query::Query {
+        self.client.query(&sql.replace("{t}", &self.prefix))
+    }
+
+    async fn migrate(&self) -> Result<(), ViewError> {
+        self.sql("CREATE TABLE IF NOT EXISTS {t}migrations (version UInt32) ENGINE = MergeTree ORDER BY version")
+            .execute()
+            .await
+            .map_err(storage)?;
+        let found: u32 = self
+            .sql("SELECT toUInt32(max(version)) FROM {t}migrations")
+            .fetch_one()
+            .await
+            .map_err(storage)?;
+        let supported = MIGRATIONS.len() as u32;
+        if found > supported {
+            return Err(ViewError::SchemaTooNew {
+                found: found.into(),
+                supported: supported.into(),
+            });
+        }
+        for (i, statements) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+            for s in *statements {
+                self.sql(s).execute().await.map_err(storage)?;
+            }
+            self.sql("INSERT INTO {t}migrations (version) VALUES (?)")
+                .bind(i as u32 + 1)
+                .execute()
+                .await
+                .map_err(storage)?;
+        }
+        Ok(())
+    }
+
+    /// The server's version, as `SELECT version()` answered at open.
+    pub fn server_version(&self) -> &str {
+        &self.version
+    }
+
+    /// Drops every table of this generation (tests, and a rebuild that gave up).
+    pub async fn drop_generation(&self) -> Result<(), ViewError> {
+        let tables: Vec<String> = self
+            .client
+            .query("SELECT name FROM system.tables WHERE database = currentDatabase() AND startsWith(name, ?)")
+            .bind(&self.prefix)
+            .fetch_all()
+            .await
+            .map_err(storage)?;
+        for t in tables {
+            self.client
+                .query(&format!("DROP TABLE IF EXISTS {t}"))
+                .execute()
+                .await
+                .map_err(storage)?;
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn storage(e: clickhouse::error::Error) -> ViewError {
+    ViewError::Storage(format!("clickhouse: {e}"))
+}
+
+/// An event id as the two UInt64 columns that key it (18.16 has no UInt128).
+fn id_halves(id: EventId) -> (u64, u64) {
+    ((id.0 >> 64) as u64, id.0 as u64)
+}
+
+#[derive(Row, Serialize, Deserialize)]
+struct IdRec {
+    id_hi: u64,
+    id_lo: u64,
+}
+
+#[derive(Row, Serialize, Deserialize)]
+struct CheckpointRec {
+    partition: u32,
+    next_offset: u64,
+}
+
+#[async_trait::async_trait]
+impl ViewStore for ClickHouseViews {
+    async fn checkpoint(&self) -> Result<Checkpoint, ViewError> {
+        let rows: Vec<CheckpointRec> = self
+            .sql("SELECT partition, max(next_offset) FROM {t}checkpoints GROUP BY partition")
+            .fetch_all()
+            .await
+            .map_err(storage)?;
+        Ok(rows.into_iter().map(|r| (r.partition, r.next_offset)).collect())
+    }
+
+    async fn known_events(&self, ids: Vec<EventId>) -> Result<HashSet<EventId>, ViewError> {
+        let mut known = HashSet::new();
+        for chunk in ids.chunks(2_000) {
+            let list = vec!["(?, ?)"; chunk.len()].join(", ");
+            let mut q = self.sql(&format!(
+                "SELECT id_hi, id_lo FROM {{t}}event_ids WHERE (id_hi, id_lo) IN ({list})"
+            ));
+            for id in chunk {
+                let (hi, lo) = id_halves(*id);
+                q = q.bind(hi).bind(lo);
+            }
+            let rows: Vec<IdRec> = q.fetch_all().await.map_err(storage)?;
+            known.extend(
+                rows.into_iter()
+                    .map(|r| EventId((u128::from(r.id_hi) << 64) | u128::from(r.id_lo))),
+            );
+        }
+        Ok(known)
+    }
+
+    async fn apply(&self, batch: RowBatch) -> Result<(), ViewError> {
+        write::apply(self, &batch).await
+    }
+
+    async fn run_exists(&self, project: &str, run: &str) -> Result<bool, ViewError> {
+        let n: u64 = self
+            .sql("SELECT count() FROM {t}runs WHERE project = ? AND run = ?")
+            .bind(project)
+            .bind(run)
+            .fetch_one()
+            .await
+            .map_err(storage)?;
+        Ok(n > 0)
+    }
+
+    async fn search_runs(&self, _search: RunSearch) -> Result<SearchPage, ViewError> {
+        Err(ViewError::Storage(
+            "run search is not available on the ClickHouse views yet".into(),
+        ))
+    }
+
+    async fn group_runs(&self, _grouping: RunGrouping) -> Result<Groups, ViewError> {
+        Err(ViewError::Storage(
+            "run grouping is not available on the ClickHouse views yet".into(),
+        ))
+    }
+
+    async fn catalog(&self, project: &str) -> Result<Catalog, ViewError> {
+        read::catalog(self, project).await
+    }
+
+    async fn lineage(&self, project: &str, of: &LineageOf, limit: usize) -> Result<Vec<LineageRow>, ViewError> {
+        read::lineage(self, project, of, limit).await
+    }
+
+    async fn get_run(&self, project: &str, run: &str) -> Result<Option<RunDetail>, ViewError> {
+        read::get_run(self, project, run).await
+    }
+
+    async fn read_points(&self, key: &SeriesKey, from: i64, to: i64, limit: usize) -> Result<Vec<PointRow>, ViewError> {
+        read::points(self, key, from, to, limit).await
+    }
+
+    async fn read_lines(&self, key: &SeriesKey, from: i64, to: i64, limit: usize) -> Result<Vec<LineRow>, ViewError> {
+        read::lines(self, key, from, to, limit).await
+    }
+
+    async fn read_buckets(
+        &self,
+        key: &SeriesKey,
+        from: i64,
+        to: i64,
+        buckets: usize,
+    ) -> Result<Vec<Bucket>, ViewError> {
+        read::buckets(self, key, from, to, buckets).await
+    }
+
+    async fn get_file(
+        &self,
+        project: &str,
+        run: &str,
+        path: &str,
+        step: Option<i64>,
+    ) -> Result<Option<FileRow>, ViewError> {
+        read::file(self, project, run, path, step).await
+    }
+
+    async fn run_events(
+        &self,
+        project: &str,
+        run: &str,
+        after: Option<(u32, u64, u32)>,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, ViewError> {
+        read::events(self, project, run, after, limit).await
+    }
+
+    async fn sql(&self, _query: sql::SqlQuery) -> Result<sql::SqlAnswer, ViewError> {
+        Err(ViewError::Storage(
+            "analytics SQL is not available on the ClickHouse views yet".into(),
+        ))
+    }
+
+    async fn dump(&self) -> Result<String, ViewError> {
+        read::dump(self).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_name_server_database_and_generation() {
+        let u = ClickHouseUrl::parse("clickhouse://ch:8123").unwrap();
+        assert_eq!(
+            (u.http.as_str(), u.database.as_str(), u.generation.as_str()),
+            ("http://ch:8123", "runstream", "g0")
+        );
+        let u = ClickHouseUrl::parse("clickhouse://me:secret@ch:8123/views?generation=g7").unwrap();
+        assert_eq!(
+            (
+                u.user.as_deref(),
+                u.password.as_deref(),
+                u.database.as_str(),
+                u.generation.as_str()
+            ),
+            (Some("me"), Some("secret"), "views", "g7")
+        );
+        for bad in [
+            "clickhouse://",
+            "clickhouse://ch:8123/db;DROP",
+            "clickhouse://ch:8123/db?generation=a-b",
+            "clickhouse://ch:8123/db?compress=1",
+            "http://ch:8123",
+        ] {
+            assert!(ClickHouseUrl::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

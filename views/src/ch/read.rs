@@ -1,0 +1,648 @@
+//! Reads from the ClickHouse views. Every read takes the latest version of each key
+//! (`argMax(column, ver)` grouped by the key), so answers are right whether or not the server
+//! has merged the parts yet.
+
+use std::fmt::Write as _;
+
+use clickhouse::Row;
+use serde::Deserialize;
+
+use runstream_schema::{ArtifactKind, Direction, EventId, Value};
+
+use super::write::{AGG_LATEST, AttrRec, RUN_LATEST, RunRec};
+use super::{ClickHouseViews, storage};
+use crate::rollup::{self, Agg};
+use crate::search::Catalog;
+use crate::*;
+
+fn run_row(r: RunRec) -> RunRow {
+    RunRow {
+        run: r.run,
+        name: r.name,
+        experiment: r.experiment,
+        parent_run: r.parent_run,
+        description: r.description,
+        owner: r.owner,
+        state: r.state,
+        state_message: r.state_message,
+        created_ms: r.created_ms,
+        updated_ms: r.updated_ms,
+        finished_ms: r.finished_ms,
+        heartbeat_ms: r.heartbeat_ms,
+        deleted: r.deleted != 0,
+    }
+}
+
+fn value_of(a: &AttrRec) -> Result<Value, ViewError> {
+    Ok(match a.vtype.as_str() {
+        "int" => Value::Int(a.i),
+        "float" => Value::Float(a.f),
+        "bool" => Value::Bool(a.i != 0),
+        "string" => Value::String(a.s.clone()),
+        "datetime" => Value::Datetime(a.i),
+        "string_set" => Value::StringSet(
+            serde_json::from_str(&a.s).map_err(|e| ViewError::Corrupt(format!("string set {:?}: {e}", a.s)))?,
+        ),
+        other => return Err(ViewError::Corrupt(format!("unknown attribute type {other:?}"))),
+    })
+}
+
+const ATTR_LATEST: &str = "project, run, path, argMax(vtype, ver), argMax(i, ver), argMax(f, ver), argMax(s, ver),
+    argMax(deleted, ver) AS gone, max(ver)";
+
+#[derive(Row, Deserialize)]
+struct PathType {
+    path: String,
+    vtype: String,
+}
+
+pub(super) async fn catalog(v: &ClickHouseViews, project: &str) -> Result<Catalog, ViewError> {
+    let rows: Vec<PathType> = v
+        .sql("SELECT DISTINCT path, vtype FROM {t}attribute_keys WHERE project = ? ORDER BY path, vtype")
+        .bind(project)
+        .fetch_all()
+        .await
+        .map_err(storage)?;
+    let mut attributes: Vec<(String, Vec<String>)> = Vec::new();
+    for r in rows {
+        match attributes.last_mut() {
+            Some((p, types)) if *p == r.path => types.push(r.vtype),
+            _ => attributes.push((r.path, vec![r.vtype])),
+        }
+    }
+    let metrics: Vec<String> = v
+        .sql("SELECT DISTINCT path FROM {t}series_keys WHERE project = ? AND kind = 'float' ORDER BY path")
+        .bind(project)
+        .fetch_all()
+        .await
+        .map_err(storage)?;
+    Ok(Catalog { attributes, metrics })
+}
+
+#[derive(Row, Deserialize)]
+struct LineageRec {
+    run: String,
+    direction: String,
+    kind: String,
+    name: String,
+    version: String,
+    digest: String,
+    uri: String,
+    time_ms: i64,
+}
+
+const LINEAGE_LATEST: &str =
+    "run, direction, kind, name, version, argMax(digest, ver), argMax(uri, ver), argMax(time_ms, ver)";
+
+pub(super) async fn lineage(
+    v: &ClickHouseViews,
+    project: &str,
+    of: &LineageOf,
+    limit: usize,
+) -> Result<Vec<LineageRow>, ViewError> {
+    let limit = limit.min(i64::MAX as usize) as u64;
+    let rows: Vec<LineageRec> = match of {
+        LineageOf::Run(run) => v
+            .sql(&format!(
+                "SELECT {LINEAGE_LATEST} FROM {{t}}lineage WHERE project = ? AND run = ?
+                 GROUP BY run, direction, kind, name, version ORDER BY direction, kind, name, version LIMIT ?"
+            ))
+            .bind(project)
+            .bind(run)
+            .bind(limit),
+        LineageOf::Artifact { kind, name, version } => {
+            // The artifact index narrows to the runs naming it; their links are read by key.
+            let version_cond = if version.is_some() { "AND version = ?" } else { "" };
+            let mut q = v
+                .sql(&format!(
+                    "SELECT {LINEAGE_LATEST} FROM {{t}}lineage WHERE project = ? AND kind = ? AND name = ? {version_cond}
+                     AND run IN (SELECT DISTINCT run FROM {{t}}lineage_by_artifact
+                                 WHERE project = ? AND kind = ? AND name = ? {version_cond})
+                     GROUP BY run, direction, kind, name, version ORDER BY run, direction, version LIMIT ?"
+                ))
+                .bind(project)
+                .bind(kind.as_str())
+                .bind(name);
+            if let Some(ver) = version {
+                q = q.bind(ver);
+            }
+            q = q.bind(project).bind(kind.as_str()).bind(name);
+            if let Some(ver) = version {
+                q = q.bind(ver);
+            }
+            q.bind(limit)
+        }
+    }
+    .fetch_all()
+    .await
+    .map_err(storage)?;
+    Ok(rows
+        .into_iter()
+        .map(|r| LineageRow {
+            project: project.to_string(),
+            run: r.run,
+            direction: Direction::parse(&r.direction).unwrap_or(Direction::Input),
+            kind: ArtifactKind::parse(&r.kind).unwrap_or(ArtifactKind::Other),
+            name: r.name,
+            version: r.version,
+            digest: r.digest,
+            uri: r.uri,
+            time_ms: r.time_ms,
+        })
+        .collect())
+}
+
+#[derive(Row, Deserialize)]
+struct SeriesLatest {
+    path: String,
+    kind: String,
+    count: u64,
+    n_values: u64,
+    min: f64,
+    max: f64,
+    sum: f64,
+    first_step: i64,
+    last_step: i64,
+    last_value: f64,
+    last_time_ms: i64,
+}
+
+#[derive(Row, Deserialize)]
+struct FileRec {
+    path: String,
+    step: i64,
+    blob_key: String,
+    size: u64,
+    sha256: String,
+    media_type: String,
+    time_ms: i64,
+}
+
+const FILE_LATEST: &str = "path, step, argMax(blob_key, ver), argMax(size, ver), argMax(sha256, ver),
+    argMax(media_type, ver), argMax(time_ms, ver)";
+
+fn file_row(r: FileRec, project: &str, run: &str) -> FileRow {
+    FileRow {
+        project: project.to_string(),
+        run: run.to_string(),
+        path: r.path,
+        step: (r.step >= 0).then_some(r.step),
+        blob_key: r.blob_key,
+        size: r.size,
+        sha256: r.sha256,
+        media_type: r.media_type,
+        time_ms: r.time_ms,
+    }
+}
+
+pub(super) async fn get_run(v: &ClickHouseViews, project: &str, run: &str) -> Result<Option<RunDetail>, ViewError> {
+    let Some(row) = v
+        .sql(&format!(
+            "SELECT {RUN_LATEST} FROM {{t}}runs WHERE project = ? AND run = ? GROUP BY project, run"
+        ))
+        .bind(project)
+        .bind(run)
+        .fetch_optional::<RunRec>()
+        .await
+        .map_err(storage)?
+    else {
+        return Ok(None);
+    };
+    let attrs: Vec<AttrRec> = v
+        .sql(&format!(
+            "SELECT {ATTR_LATEST} FROM {{t}}attributes WHERE project = ? AND run = ?
+             GROUP BY project, run, path HAVING gone = 0 ORDER BY path"
+        ))
+        .bind(project)
+        .bind(run)
+        .fetch_all()
+        .await
+        .map_err(storage)?;
+    let mut attributes = Vec::with_capacity(attrs.len());
+    for a in &attrs {
+        attributes.push((a.path.clone(), value_of(a)?));
+    }
+    let tags: Vec<String> = v
+        .sql(
+            "SELECT tag FROM {t}tags WHERE project = ? AND run = ?
+             GROUP BY tag HAVING argMax(present, ver) = 1 ORDER BY tag",
+        )
+        .bind(project)
+        .bind(run)
+        .fetch_all()
+        .await
+        .map_err(storage)?;
+    let series: Vec<SeriesLatest> = v
+        .sql(&format!(
+            "SELECT path, kind, {AGG_LATEST} FROM {{t}}series WHERE project = ? AND run = ?
+             GROUP BY path, kind ORDER BY path, kind"
+        ))
+        .bind(project)
+        .bind(run)
+        .fetch_all()
+        .await
+        .map_err(storage)?;
+    let files: Vec<FileRec> = v
+        .sql(&format!(
+            "SELECT {FILE_LATEST} FROM {{t}}files WHERE project = ? AND run = ? GROUP BY path, step ORDER BY path, step"
+        ))
+        .bind(project)
+        .bind(run)
+        .fetch_all()
+        .await
+        .map_err(storage)?;
+    let lineage = lineage(v, project, &LineageOf::Run(run.to_string()), usize::MAX).await?;
+    Ok(Some(RunDetail {
+        run: run_row(row),
+        attributes,
+        tags,
+        series: series
+            .into_iter()
+            .map(|s| {
+                let float = s.kind == "float";
+                let some = float && s.n_values > 0;
+                SeriesSummary {
+                    path: s.path,
+                    count: s.count,
+                    first_step: (s.count > 0).then_some(s.first_step),
+                    last_step: (s.count > 0).then_some(s.last_step),
+                    last_value: (float && s.count > 0).then_some(s.last_value),
+                    min: some.then_some(s.min),
+                    max: some.then_some(s.max),
+                    mean: some.then(|| s.sum / s.n_values as f64),
+                    last_time_ms: (s.count > 0).then_some(s.last_time_ms),
+                    kind: s.kind,
+                }
+            })
+            .collect(),
+        files: files.into_iter().map(|f| file_row(f, project, run)).collect(),
+        lineage,
+    }))
+}
+
+pub(super) async fn file(
+    v: &ClickHouseViews,
+    project: &str,
+    run: &str,
+    path: &str,
+    step: Option<i64>,
+) -> Result<Option<FileRow>, ViewError> {
+    let row = v
+        .sql(&format!(
+            "SELECT {FILE_LATEST} FROM {{t}}files WHERE project = ? AND run = ? AND path = ? AND step = ?
+             GROUP BY path, step"
+        ))
+        .bind(project)
+        .bind(run)
+        .bind(path)
+        .bind(step.unwrap_or(-1))
+        .fetch_optional::<FileRec>()
+        .await
+        .map_err(storage)?;
+    Ok(row.map(|r| file_row(r, project, run)))
+}
+
+#[derive(Row, Deserialize)]
+struct PointRec {
+    step: i64,
+    time_ms: i64,
+    value: f64,
+}
+
+pub(super) async fn points(
+    v: &ClickHouseViews,
+    key: &SeriesKey,
+    from: i64,
+    to: i64,
+    limit: usize,
+) -> Result<Vec<PointRow>, ViewError> {
+    if from > to || limit == 0 {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<PointRec> = v
+        .sql(
+            "SELECT step, argMax(time_ms, ver), argMax(value, ver) FROM {t}points
+             WHERE project = ? AND run = ? AND path = ? AND step BETWEEN ? AND ?
+             GROUP BY step ORDER BY step LIMIT ?",
+        )
+        .bind(&key.project)
+        .bind(&key.run)
+        .bind(&key.path)
+        .bind(from)
+        .bind(to)
+        .bind(limit.min(i64::MAX as usize) as u64)
+        .fetch_all()
+        .await
+        .map_err(storage)?;
+    Ok(rows
+        .into_iter()
+        .map(|p| PointRow {
+            step: p.step,
+            time_ms: p.time_ms,
+            value: p.value,
+        })
+        .collect())
+}
+
+#[derive(Row, Deserialize)]
+struct LineRec {
+    step: i64,
+    time_ms: i64,
+    line: String,
+}
+
+pub(super) async fn lines(
+    v: &ClickHouseViews,
+    key: &SeriesKey,
+    from: i64,
+    to: i64,
+    limit: usize,
+) -> Result<Vec<LineRow>, ViewError> {
+    if from > to || limit == 0 {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<LineRec> = v
+        .sql(
+            "SELECT step, argMax(time_ms, ver), argMax(line, ver) FROM {t}lines
+             WHERE project = ? AND run = ? AND path = ? AND step BETWEEN ? AND ?
+             GROUP BY step ORDER BY step LIMIT ?",
+        )
+        .bind(&key.project)
+        .bind(&key.run)
+        .bind(&key.path)
+        .bind(from)
+        .bind(to)
+        .bind(limit.min(i64::MAX as usize) as u64)
+        .fetch_all()
+        .await
+        .map_err(storage)?;
+    Ok(rows
+        .into_iter()
+        .map(|l| LineRow {
+            step: l.step,
+            time_ms: l.time_ms,
+            line: l.line,
+        })
+        .collect())
+}
+
+#[derive(Row, Deserialize)]
+struct Span {
+    count: u64,
+    first_step: i64,
+    last_step: i64,
+}
+
+#[derive(Row, Deserialize)]
+struct LevelAgg {
+    level: u8,
+    bucket: i64,
+    count: u64,
+    n_values: u64,
+    min: f64,
+    max: f64,
+    sum: f64,
+    first_step: i64,
+    last_step: i64,
+    last_value: f64,
+    last_time_ms: i64,
+}
+
+/// Buckets over `from..=to`, read as [`rollup::cover`] plans it: the rollup rows of every
+/// level in one query, the raw points at the edges in another.
+pub(super) async fn buckets(
+    v: &ClickHouseViews,
+    key: &SeriesKey,
+    from: i64,
+    to: i64,
+    n: usize,
+) -> Result<Vec<Bucket>, ViewError> {
+    let span: Option<Span> = v
+        .sql(
+            "SELECT argMax(count, ver), argMax(first_step, ver), argMax(last_step, ver) FROM {t}series
+             WHERE project = ? AND run = ? AND path = ? AND kind = 'float' GROUP BY project, run, path",
+        )
+        .bind(&key.project)
+        .bind(&key.run)
+        .bind(&key.path)
+        .fetch_optional()
+        .await
+        .map_err(storage)?;
+    let (from, to) = match span {
+        Some(s) if s.count > 0 => (from.max(s.first_step), to.min(s.last_step)),
+        _ => return Ok(Vec::new()),
+    };
+    if from > to {
+        return Ok(Vec::new());
+    }
+    let plan = rollup::cover(rollup::choose_level(from, to, n), from, to);
+    let mut levels = Vec::new();
+    for piece in &plan {
+        if let rollup::Piece::Level { level, first, last } = *piece {
+            levels.push((level as u8, first, last));
+        }
+    }
+    let mut stored: std::collections::BTreeMap<(u8, i64), Agg> = Default::default();
+    if !levels.is_empty() {
+        let conds = vec!["(level = ? AND bucket BETWEEN ? AND ?)"; levels.len()].join(" OR ");
+        let mut q = v
+            .sql(&format!(
+                "SELECT level, bucket, {AGG_LATEST} FROM {{t}}rollups
+                 WHERE project = ? AND run = ? AND path = ? AND ({conds}) GROUP BY level, bucket"
+            ))
+            .bind(&key.project)
+            .bind(&key.run)
+            .bind(&key.path);
+        for (level, first, last) in &levels {
+            q = q.bind(level).bind(first).bind(last);
+        }
+        for r in q.fetch_all::<LevelAgg>().await.map_err(storage)? {
+            stored.insert(
+                (r.level, r.bucket),
+                Agg {
+                    count: r.count,
+                    n_values: r.n_values,
+                    min: r.min,
+                    max: r.max,
+                    sum: r.sum,
+                    first_step: r.first_step,
+                    last_step: r.last_step,
+                    last_value: r.last_value,
+                    last_time_ms: r.last_time_ms,
+                },
+            );
+        }
+    }
+    let mut parts = Vec::new();
+    for piece in plan {
+        match piece {
+            rollup::Piece::Level { level, first, last } => {
+                parts.extend(
+                    stored
+                        .range((level as u8, first)..=(level as u8, last))
+                        .map(|(_, a)| *a),
+                );
+            }
+            rollup::Piece::Raw { from, to } => {
+                for p in points(v, key, from, to, usize::MAX >> 1).await? {
+                    let mut a = Agg::EMPTY;
+                    a.add(p.step, p.time_ms, p.value);
+                    parts.push(a);
+                }
+            }
+        }
+    }
+    Ok(rollup::regroup(from, to, n, parts))
+}
+
+#[derive(Row, Deserialize)]
+struct EventRec {
+    id_hi: u64,
+    id_lo: u64,
+    partition: u32,
+    offset: u64,
+    seq: u32,
+    kind: String,
+}
+
+pub(super) async fn events(
+    v: &ClickHouseViews,
+    project: &str,
+    run: &str,
+    after: Option<(u32, u64, u32)>,
+    limit: usize,
+) -> Result<Vec<StoredEvent>, ViewError> {
+    // Positions start at zero, so "after nothing" is "at or after the first".
+    let (cmp, (p, o, s)) = match after {
+        Some(a) => (">", a),
+        None => (">=", (0, 0, 0)),
+    };
+    let rows: Vec<EventRec> = v
+        .sql(&format!(
+            "SELECT id_hi, id_lo, partition, offset, seq, any(kind) FROM {{t}}events
+             WHERE project = ? AND run = ? AND (partition, offset, seq) {cmp} (?, ?, ?)
+             GROUP BY id_hi, id_lo, partition, offset, seq ORDER BY partition, offset, seq LIMIT ?"
+        ))
+        .bind(project)
+        .bind(run)
+        .bind(p)
+        .bind(o)
+        .bind(s)
+        .bind(limit.min(i64::MAX as usize) as u64)
+        .fetch_all()
+        .await
+        .map_err(storage)?;
+    Ok(rows
+        .into_iter()
+        .map(|r| StoredEvent {
+            project: project.to_string(),
+            run: run.to_string(),
+            id: EventId((u128::from(r.id_hi) << 64) | u128::from(r.id_lo)),
+            partition: r.partition,
+            offset: r.offset,
+            seq: r.seq,
+            kind: r.kind,
+        })
+        .collect())
+}
+
+/// Every view as sorted text lines, latest version of each key only; points in the same form
+/// as the SQLite views' dump.
+pub(super) async fn dump(v: &ClickHouseViews) -> Result<String, ViewError> {
+    let mut out = String::new();
+    let tables: &[(&str, &str)] = &[
+        (
+            "checkpoints",
+            "SELECT toString(partition), toString(max(next_offset)) FROM {t}checkpoints GROUP BY partition ORDER BY partition",
+        ),
+        (
+            "runs",
+            "SELECT project, run, toString(argMax(tuple(name, experiment, parent_run, description, owner, state,
+                state_message, created_ms, updated_ms, finished_ms, heartbeat_ms, deleted), ver))
+             FROM {t}runs GROUP BY project, run ORDER BY project, run",
+        ),
+        (
+            "attributes",
+            "SELECT project, run, path, toString(argMax(tuple(vtype, i, f, s), ver)) FROM {t}attributes
+             GROUP BY project, run, path HAVING argMax(deleted, ver) = 0 ORDER BY project, run, path",
+        ),
+        (
+            "tags",
+            "SELECT project, run, tag FROM {t}tags GROUP BY project, run, tag HAVING argMax(present, ver) = 1
+             ORDER BY project, run, tag",
+        ),
+        (
+            "series",
+            "SELECT project, run, path, kind, toString(argMax(tuple(count, n_values, min, max, sum, first_step,
+                last_step, last_value, last_time_ms), ver))
+             FROM {t}series GROUP BY project, run, path, kind ORDER BY project, run, path, kind",
+        ),
+        (
+            "lines",
+            "SELECT project, run, path, toString(step), toString(argMax(tuple(time_ms, line), ver)) FROM {t}lines
+             GROUP BY project, run, path, step ORDER BY project, run, path, step",
+        ),
+        (
+            "rollups",
+            "SELECT project, run, path, toString(level), toString(bucket), toString(argMax(tuple(count, n_values, min,
+                max, sum, first_step, last_step, last_value, last_time_ms), ver))
+             FROM {t}rollups GROUP BY project, run, path, level, bucket ORDER BY project, run, path, level, bucket",
+        ),
+        (
+            "files",
+            "SELECT project, run, path, toString(step), toString(argMax(tuple(blob_key, size, sha256, media_type,
+                time_ms), ver))
+             FROM {t}files GROUP BY project, run, path, step ORDER BY project, run, path, step",
+        ),
+        (
+            "lineage",
+            "SELECT project, run, direction, kind, name, version, toString(argMax(tuple(digest, uri, time_ms), ver))
+             FROM {t}lineage GROUP BY project, run, direction, kind, name, version
+             ORDER BY project, run, direction, kind, name, version",
+        ),
+        (
+            "events",
+            "SELECT hex(id_hi), hex(id_lo), project, run, toString(partition), toString(offset), toString(seq), any(kind)
+             FROM {t}events GROUP BY id_hi, id_lo, project, run, partition, offset, seq ORDER BY partition, offset, seq",
+        ),
+    ];
+    for (name, sql) in tables {
+        let mut cursor = v.sql(sql).fetch_bytes("TabSeparated").map_err(storage)?;
+        let bytes = cursor.collect().await.map_err(storage)?;
+        for line in String::from_utf8_lossy(&bytes).lines() {
+            writeln!(out, "{name}\t{line}").expect("write to string");
+        }
+    }
+    let mut cursor = v
+        .sql(
+            "SELECT project, run, path, step, argMax(time_ms, ver), argMax(value, ver) FROM {t}points
+             GROUP BY project, run, path, step ORDER BY project, run, path, step",
+        )
+        .fetch::<DumpPoint>()
+        .map_err(storage)?;
+    while let Some(p) = cursor.next().await.map_err(storage)? {
+        writeln!(
+            out,
+            "points\t{}\t{}\t{}\t{}\t{}\t{:?}\t{:016x}",
+            p.project,
+            p.run,
+            p.path,
+            p.step,
+            p.time_ms,
+            p.value,
+            p.value.to_bits()
+        )
+        .expect("write to string");
+    }
+    Ok(out)
+}
+
+#[derive(Row, Deserialize)]
+struct DumpPoint {
+    project: String,
+    run: String,
+    path: String,
+    step: i64,
+    time_ms: i64,
+    value: f64,
+}

@@ -1,0 +1,907 @@
+//! One flush into ClickHouse: rows first, then event ids, then the checkpoint (see the module
+//! documentation for why that order makes a crash at any point harmless).
+
+use std::collections::{BTreeMap, HashMap};
+
+use clickhouse::{Row, RowWrite};
+use serde::{Deserialize, Serialize};
+
+use runstream_schema::Value;
+
+use super::{CheckpointRec, ClickHouseViews, IdRec, id_halves, storage};
+use crate::rollup::{self, Agg, LEVELS};
+use crate::*;
+
+/// A row version from a log position: the offset, then the index of the event in its record.
+pub(super) fn version(offset: u64, seq: u32) -> u64 {
+    (offset << 20) | u64::from(seq.min((1 << 20) - 1))
+}
+
+#[derive(Row, Serialize, Deserialize, Clone, Debug, Default)]
+pub(super) struct RunRec {
+    pub project: String,
+    pub run: String,
+    pub name: String,
+    pub experiment: String,
+    pub parent_run: Option<String>,
+    pub description: String,
+    pub owner: String,
+    pub state: String,
+    pub state_message: String,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+    pub finished_ms: Option<i64>,
+    pub heartbeat_ms: Option<i64>,
+    pub deleted: u8,
+    pub created_seen: u8,
+    pub ver: u64,
+}
+
+/// The latest version of each run's columns.
+pub(super) const RUN_LATEST: &str = "project, run, argMax(name, ver), argMax(experiment, ver), argMax(parent_run, ver),
+    argMax(description, ver), argMax(owner, ver), argMax(state, ver), argMax(state_message, ver),
+    argMax(created_ms, ver), argMax(updated_ms, ver), argMax(finished_ms, ver), argMax(heartbeat_ms, ver),
+    argMax(deleted, ver), argMax(created_seen, ver), max(ver)";
+
+#[derive(Row, Serialize, Deserialize, Clone, Debug)]
+pub(super) struct AttrRec {
+    pub project: String,
+    pub run: String,
+    pub path: String,
+    pub vtype: String,
+    pub i: i64,
+    pub f: f64,
+    pub s: String,
+    pub deleted: u8,
+    pub ver: u64,
+}
+
+#[derive(Row, Serialize, Deserialize)]
+struct AttrKeyRec<'a> {
+    project: &'a str,
+    path: &'a str,
+    vtype: &'a str,
+}
+
+#[derive(Row, Serialize, Deserialize)]
+struct TagRec<'a> {
+    project: &'a str,
+    run: &'a str,
+    tag: &'a str,
+    present: u8,
+    ver: u64,
+}
+
+/// The latest version of a bucket's columns, in [`Agg`] field order.
+pub(super) const AGG_LATEST: &str = "argMax(count, ver), argMax(n_values, ver), argMax(min, ver), argMax(max, ver),
+    argMax(sum, ver), argMax(first_step, ver), argMax(last_step, ver), argMax(last_value, ver),
+    argMax(last_time_ms, ver)";
+
+#[derive(Row, Serialize)]
+struct SeriesRec<'a> {
+    project: &'a str,
+    run: &'a str,
+    path: &'a str,
+    kind: &'a str,
+    count: u64,
+    n_values: u64,
+    min: f64,
+    max: f64,
+    sum: f64,
+    first_step: i64,
+    last_step: i64,
+    last_value: f64,
+    last_time_ms: i64,
+    ver: u64,
+}
+
+impl<'a> SeriesRec<'a> {
+    fn new(project: &'a str, run: &'a str, path: &'a str, kind: &'a str, a: &Agg, ver: u64) -> Self {
+        Self {
+            project,
+            run,
+            path,
+            kind,
+            count: a.count,
+            n_values: a.n_values,
+            min: a.min,
+            max: a.max,
+            sum: a.sum,
+            first_step: a.first_step,
+            last_step: a.last_step,
+            last_value: a.last_value,
+            last_time_ms: a.last_time_ms,
+            ver,
+        }
+    }
+}
+
+#[derive(Row, Serialize)]
+struct SeriesKeyRec<'a> {
+    project: &'a str,
+    path: &'a str,
+    kind: &'a str,
+}
+
+#[derive(Row, Serialize)]
+struct PointRec<'a> {
+    project: &'a str,
+    run: &'a str,
+    path: &'a str,
+    step: i64,
+    time_ms: i64,
+    value: f64,
+    ver: u64,
+}
+
+#[derive(Row, Serialize)]
+struct LineRec<'a> {
+    project: &'a str,
+    run: &'a str,
+    path: &'a str,
+    step: i64,
+    time_ms: i64,
+    line: &'a str,
+    ver: u64,
+}
+
+#[derive(Row, Serialize)]
+struct RollupRec<'a> {
+    project: &'a str,
+    run: &'a str,
+    path: &'a str,
+    level: u8,
+    bucket: i64,
+    count: u64,
+    n_values: u64,
+    min: f64,
+    max: f64,
+    sum: f64,
+    first_step: i64,
+    last_step: i64,
+    last_value: f64,
+    last_time_ms: i64,
+    ver: u64,
+}
+
+#[derive(Row, Serialize)]
+struct FileRec<'a> {
+    project: &'a str,
+    run: &'a str,
+    path: &'a str,
+    step: i64,
+    blob_key: &'a str,
+    size: u64,
+    sha256: &'a str,
+    media_type: &'a str,
+    time_ms: i64,
+    ver: u64,
+}
+
+#[derive(Row, Serialize)]
+struct LineageRec<'a> {
+    project: &'a str,
+    run: &'a str,
+    direction: &'a str,
+    kind: &'a str,
+    name: &'a str,
+    version: &'a str,
+    digest: &'a str,
+    uri: &'a str,
+    time_ms: i64,
+    ver: u64,
+}
+
+#[derive(Row, Serialize)]
+struct LineageIndexRec<'a> {
+    project: &'a str,
+    kind: &'a str,
+    name: &'a str,
+    version: &'a str,
+    run: &'a str,
+    direction: &'a str,
+    ver: u64,
+}
+
+#[derive(Row, Serialize)]
+struct EventRec<'a> {
+    id_hi: u64,
+    id_lo: u64,
+    project: &'a str,
+    run: &'a str,
+    partition: u32,
+    offset: u64,
+    seq: u32,
+    kind: &'a str,
+}
+
+/// Splits a typed value over the (type, i, f, s) columns, as the SQLite views do.
+pub(super) fn value_columns(v: &Value) -> (&'static str, i64, f64, String) {
+    match v {
+        Value::Int(i) => ("int", *i, 0.0, String::new()),
+        Value::Float(f) => ("float", 0, *f, String::new()),
+        Value::Bool(b) => ("bool", i64::from(*b), 0.0, String::new()),
+        Value::String(s) => ("string", 0, 0.0, s.clone()),
+        Value::Datetime(t) => ("datetime", *t, 0.0, String::new()),
+        Value::StringSet(s) => ("string_set", 0, 0.0, serde_json::to_string(s).unwrap_or_default()),
+    }
+}
+
+/// Writes every row of `rows` in one INSERT (one part, written whole or not at all, as long as
+/// it stays under the server's block size of about a million rows).
+async fn insert_all<'r, T: Row + RowWrite>(
+    views: &ClickHouseViews,
+    table: &str,
+    rows: Vec<T::Value<'r>>,
+) -> Result<(), ViewError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut insert = views.client.insert::<T>(&views.table(table)).await.map_err(storage)?;
+    for row in &rows {
+        insert.write(row).await.map_err(storage)?;
+    }
+    insert.end().await.map_err(storage)
+}
+
+/// The version of every row of a run: the position of its run's last event in the flush.
+struct Versions {
+    runs: HashMap<(String, String), u64>,
+    /// For a row whose run has no event in the flush, which the fold never produces.
+    fallback: u64,
+}
+
+impl Versions {
+    fn of(batch: &RowBatch) -> Self {
+        let mut runs: HashMap<(String, String), u64> = HashMap::new();
+        for e in &batch.events {
+            let v = runs.entry((e.project.clone(), e.run.clone())).or_insert(0);
+            *v = (*v).max(version(e.offset, e.seq));
+        }
+        let fallback = batch
+            .checkpoint
+            .iter()
+            .map(|(_, next)| version(*next, 0))
+            .max()
+            .unwrap_or(0);
+        Self { runs, fallback }
+    }
+
+    fn get(&self, project: &str, run: &str) -> u64 {
+        self.runs
+            .get(&(project.to_string(), run.to_string()))
+            .copied()
+            .unwrap_or(self.fallback)
+    }
+}
+
+pub(super) async fn apply(views: &ClickHouseViews, batch: &RowBatch) -> Result<(), ViewError> {
+    let versions = Versions::of(batch);
+    let ver = &versions;
+
+    write_runs(views, batch, ver).await?;
+
+    insert_all::<AttrRec>(
+        views,
+        "attributes",
+        batch
+            .attributes
+            .iter()
+            .map(|a| {
+                let (vtype, i, f, s) = a.value.as_ref().map_or(("", 0, 0.0, String::new()), value_columns);
+                AttrRec {
+                    project: a.project.clone(),
+                    run: a.run.clone(),
+                    path: a.path.clone(),
+                    vtype: vtype.to_string(),
+                    i,
+                    f,
+                    s,
+                    deleted: u8::from(a.value.is_none()),
+                    ver: ver.get(&a.project, &a.run),
+                }
+            })
+            .collect(),
+    )
+    .await?;
+    let mut keys: Vec<(&str, &str, &str)> = batch
+        .attributes
+        .iter()
+        .filter_map(|a| {
+            a.value
+                .as_ref()
+                .map(|v| (a.project.as_str(), a.path.as_str(), value_columns(v).0))
+        })
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    insert_all::<AttrKeyRec<'_>>(
+        views,
+        "attribute_keys",
+        keys.into_iter()
+            .map(|(project, path, vtype)| AttrKeyRec { project, path, vtype })
+            .collect(),
+    )
+    .await?;
+    insert_all::<TagRec<'_>>(
+        views,
+        "tags",
+        batch
+            .tags
+            .iter()
+            .map(|t| TagRec {
+                project: &t.project,
+                run: &t.run,
+                tag: &t.tag,
+                present: u8::from(t.present),
+                ver: ver.get(&t.project, &t.run),
+            })
+            .collect(),
+    )
+    .await?;
+
+    write_float_series(views, batch, ver).await?;
+    write_string_series(views, batch, ver).await?;
+
+    insert_all::<FileRec<'_>>(
+        views,
+        "files",
+        batch
+            .files
+            .iter()
+            .map(|f| FileRec {
+                project: &f.project,
+                run: &f.run,
+                path: &f.path,
+                step: f.step.unwrap_or(-1),
+                blob_key: &f.blob_key,
+                size: f.size,
+                sha256: &f.sha256,
+                media_type: &f.media_type,
+                time_ms: f.time_ms,
+                ver: ver.get(&f.project, &f.run),
+            })
+            .collect(),
+    )
+    .await?;
+    insert_all::<LineageRec<'_>>(
+        views,
+        "lineage",
+        batch
+            .lineage
+            .iter()
+            .map(|l| LineageRec {
+                project: &l.project,
+                run: &l.run,
+                direction: l.direction.as_str(),
+                kind: l.kind.as_str(),
+                name: &l.name,
+                version: &l.version,
+                digest: &l.digest,
+                uri: &l.uri,
+                time_ms: l.time_ms,
+                ver: ver.get(&l.project, &l.run),
+            })
+            .collect(),
+    )
+    .await?;
+    insert_all::<LineageIndexRec<'_>>(
+        views,
+        "lineage_by_artifact",
+        batch
+            .lineage
+            .iter()
+            .map(|l| LineageIndexRec {
+                project: &l.project,
+                kind: l.kind.as_str(),
+                name: &l.name,
+                version: &l.version,
+                run: &l.run,
+                direction: l.direction.as_str(),
+                ver: ver.get(&l.project, &l.run),
+            })
+            .collect(),
+    )
+    .await?;
+
+    // Every row is in: now the events count as applied, and then the checkpoint moves.
+    insert_all::<EventRec<'_>>(
+        views,
+        "events",
+        batch
+            .events
+            .iter()
+            .map(|e| {
+                let (id_hi, id_lo) = id_halves(e.id);
+                EventRec {
+                    id_hi,
+                    id_lo,
+                    project: &e.project,
+                    run: &e.run,
+                    partition: e.partition,
+                    offset: e.offset,
+                    seq: e.seq,
+                    kind: &e.kind,
+                }
+            })
+            .collect(),
+    )
+    .await?;
+    insert_all::<IdRec>(
+        views,
+        "event_ids",
+        batch
+            .events
+            .iter()
+            .map(|e| {
+                let (id_hi, id_lo) = id_halves(e.id);
+                IdRec { id_hi, id_lo }
+            })
+            .collect(),
+    )
+    .await?;
+    insert_all::<CheckpointRec>(
+        views,
+        "checkpoints",
+        batch
+            .checkpoint
+            .iter()
+            .map(|&(partition, next_offset)| CheckpointRec { partition, next_offset })
+            .collect(),
+    )
+    .await
+}
+
+/// `(a, b) IN ((?, ?), ...)` for `n` pairs.
+fn pairs(n: usize) -> String {
+    vec!["(?, ?)"; n].join(", ")
+}
+
+/// Reads the runs a batch patches, applies the patches as the SQLite views do, writes them whole.
+async fn write_runs(views: &ClickHouseViews, batch: &RowBatch, ver: &Versions) -> Result<(), ViewError> {
+    if batch.runs.is_empty() {
+        return Ok(());
+    }
+    let mut current: HashMap<(String, String), RunRec> = HashMap::new();
+    for chunk in batch.runs.chunks(1_000) {
+        let mut q = views.sql(&format!(
+            "SELECT {RUN_LATEST} FROM {{t}}runs WHERE (project, run) IN ({}) GROUP BY project, run",
+            pairs(chunk.len())
+        ));
+        for p in chunk {
+            q = q.bind(&p.project).bind(&p.run);
+        }
+        for r in q.fetch_all::<RunRec>().await.map_err(storage)? {
+            current.insert((r.project.clone(), r.run.clone()), r);
+        }
+    }
+    let mut out = Vec::with_capacity(batch.runs.len());
+    for p in &batch.runs {
+        let mut r = current
+            .remove(&(p.project.clone(), p.run.clone()))
+            .unwrap_or_else(|| RunRec {
+                project: p.project.clone(),
+                run: p.run.clone(),
+                state: "running".into(),
+                created_ms: p.created.as_ref().map_or(p.updated_ms, |c| c.created_ms),
+                updated_ms: p.updated_ms,
+                ..Default::default()
+            });
+        r.updated_ms = r.updated_ms.max(p.updated_ms);
+        if let Some(c) = &p.created
+            && r.created_seen == 0
+        {
+            r.name = c.name.clone();
+            r.experiment = c.experiment.clone();
+            r.parent_run = c.parent_run.clone();
+            r.description = c.description.clone();
+            r.owner = c.owner.clone();
+            r.created_ms = c.created_ms;
+            r.created_seen = 1;
+        }
+        if let Some((state, message, at)) = &p.state {
+            r.state = state.as_str().to_string();
+            r.state_message = message.clone();
+            r.finished_ms = state.is_terminal().then_some(*at);
+        }
+        if let Some(h) = p.heartbeat_ms {
+            r.heartbeat_ms = Some(r.heartbeat_ms.unwrap_or(0).max(h));
+        }
+        if let Some(d) = p.deleted {
+            r.deleted = u8::from(d);
+        }
+        r.ver = ver.get(&p.project, &p.run);
+        out.push(r);
+    }
+    insert_all::<RunRec>(views, "runs", out).await
+}
+
+#[derive(Row, Deserialize)]
+struct StoredPoint {
+    project: String,
+    run: String,
+    path: String,
+    step: i64,
+    time_ms: i64,
+    value: f64,
+}
+
+#[derive(Row, Deserialize)]
+struct StoredAgg {
+    project: String,
+    run: String,
+    path: String,
+    level: u8,
+    bucket: i64,
+    count: u64,
+    n_values: u64,
+    min: f64,
+    max: f64,
+    sum: f64,
+    first_step: i64,
+    last_step: i64,
+    last_value: f64,
+    last_time_ms: i64,
+}
+
+impl StoredAgg {
+    fn agg(&self) -> Agg {
+        Agg {
+            count: self.count,
+            n_values: self.n_values,
+            min: self.min,
+            max: self.max,
+            sum: self.sum,
+            first_step: self.first_step,
+            last_step: self.last_step,
+            last_value: self.last_value,
+            last_time_ms: self.last_time_ms,
+        }
+    }
+}
+
+type Key = (String, String, String);
+
+fn key_of(k: &SeriesKey) -> Key {
+    (k.project.clone(), k.run.clone(), k.path.clone())
+}
+
+/// Runs of consecutive values of a sorted set, as inclusive ranges.
+fn runs_of(set: &std::collections::BTreeSet<i64>) -> Vec<(i64, i64)> {
+    let mut out: Vec<(i64, i64)> = Vec::new();
+    for &b in set {
+        match out.last_mut() {
+            Some((_, hi)) if *hi + 1 == b => *hi = b,
+            _ => out.push((b, b)),
+        }
+    }
+    out
+}
+
+/// Reads what the recomputation needs (stored points of the dirty finest buckets, stored rows of
+/// the finer levels under dirty coarser buckets, and every top-level row for the summary) in two
+/// queries for the whole batch, then writes points, rollups and series summaries.
+async fn write_float_series(views: &ClickHouseViews, batch: &RowBatch, ver: &Versions) -> Result<(), ViewError> {
+    if batch.float_series.is_empty() {
+        return Ok(());
+    }
+    let dirty: Vec<Vec<std::collections::BTreeSet<i64>>> = batch
+        .float_series
+        .iter()
+        .map(|s| rollup::dirty_buckets(&s.steps))
+        .collect();
+
+    // Stored points of the dirty level-0 buckets.
+    let mut stored_points: HashMap<Key, Vec<(i64, i64, f64)>> = HashMap::new();
+    {
+        let mut conds = Vec::new();
+        let mut binds: Vec<(String, String, String, i64, i64)> = Vec::new();
+        for (s, d) in batch.float_series.iter().zip(&dirty) {
+            for (lo, hi) in runs_of(&d[0]) {
+                conds.push("(project = ? AND run = ? AND path = ? AND step BETWEEN ? AND ?)");
+                binds.push((
+                    s.key.project.clone(),
+                    s.key.run.clone(),
+                    s.key.path.clone(),
+                    rollup::bucket_range(0, lo).0,
+                    rollup::bucket_range(0, hi).1,
+                ));
+            }
+        }
+        for (conds, binds) in conds.chunks(500).zip(binds.chunks(500)) {
+            let mut q = views.sql(&format!(
+                "SELECT project, run, path, step, argMax(time_ms, ver), argMax(value, ver) FROM {{t}}points
+                 WHERE {} GROUP BY project, run, path, step ORDER BY project, run, path, step",
+                conds.join(" OR ")
+            ));
+            for (p, r, path, lo, hi) in binds {
+                q = q.bind(p).bind(r).bind(path).bind(lo).bind(hi);
+            }
+            for p in q.fetch_all::<StoredPoint>().await.map_err(storage)? {
+                stored_points
+                    .entry((p.project, p.run, p.path))
+                    .or_default()
+                    .push((p.step, p.time_ms, p.value));
+            }
+        }
+    }
+
+    // Stored rows of levels 0..top-1 under dirty buckets of the level above, and every row of
+    // the top level (the series summary merges them).
+    let top = LEVELS.len() - 1;
+    let mut stored_aggs: HashMap<Key, BTreeMap<(usize, i64), Agg>> = HashMap::new();
+    {
+        let mut conds = Vec::new();
+        let mut binds: Vec<(String, String, String, u8, i64, i64)> = Vec::new();
+        for (s, d) in batch.float_series.iter().zip(&dirty) {
+            for level in 1..LEVELS.len() {
+                let shift = LEVELS[level] - LEVELS[level - 1];
+                for (lo, hi) in runs_of(&d[level]) {
+                    conds.push("(project = ? AND run = ? AND path = ? AND level = ? AND bucket BETWEEN ? AND ?)");
+                    binds.push((
+                        s.key.project.clone(),
+                        s.key.run.clone(),
+                        s.key.path.clone(),
+                        (level - 1) as u8,
+                        lo << shift,
+                        ((hi + 1) << shift) - 1,
+                    ));
+                }
+            }
+            conds.push("(project = ? AND run = ? AND path = ? AND level = ? AND bucket BETWEEN ? AND ?)");
+            binds.push((
+                s.key.project.clone(),
+                s.key.run.clone(),
+                s.key.path.clone(),
+                top as u8,
+                i64::MIN,
+                i64::MAX,
+            ));
+        }
+        for (conds, binds) in conds.chunks(500).zip(binds.chunks(500)) {
+            let mut q = views.sql(&format!(
+                "SELECT project, run, path, level, bucket, {AGG_LATEST} FROM {{t}}rollups
+                 WHERE {} GROUP BY project, run, path, level, bucket",
+                conds.join(" OR ")
+            ));
+            for (p, r, path, level, lo, hi) in binds {
+                q = q.bind(p).bind(r).bind(path).bind(level).bind(lo).bind(hi);
+            }
+            for a in q.fetch_all::<StoredAgg>().await.map_err(storage)? {
+                stored_aggs
+                    .entry((a.project.clone(), a.run.clone(), a.path.clone()))
+                    .or_default()
+                    .insert((usize::from(a.level), a.bucket), a.agg());
+            }
+        }
+    }
+
+    let mut rollup_rows: Vec<(usize, usize, i64, Agg)> = Vec::new();
+    let mut summaries: Vec<(usize, Agg)> = Vec::new();
+    let empty = BTreeMap::new();
+    for (i, (s, d)) in batch.float_series.iter().zip(&dirty).enumerate() {
+        let key = key_of(&s.key);
+        let old = stored_points.remove(&key).unwrap_or_default();
+        let merged = overlay(&old, s);
+        let stored = stored_aggs.get(&key).unwrap_or(&empty);
+        let fresh = rollup::recompute(d, merged, stored);
+        let mut summary = Agg::EMPTY;
+        let mut top_rows: BTreeMap<i64, Agg> = stored
+            .range((top, i64::MIN)..=(top, i64::MAX))
+            .map(|(&(_, b), a)| (b, *a))
+            .collect();
+        for (&b, a) in &fresh[top] {
+            top_rows.insert(b, *a);
+        }
+        for a in top_rows.values() {
+            summary.merge(a);
+        }
+        summaries.push((i, summary));
+        for (level, rows) in fresh.into_iter().enumerate() {
+            rollup_rows.extend(rows.into_iter().map(|(b, a)| (i, level, b, a)));
+        }
+    }
+
+    insert_all::<PointRec<'_>>(
+        views,
+        "points",
+        batch
+            .float_series
+            .iter()
+            .flat_map(|s| {
+                let v = ver.get(&s.key.project, &s.key.run);
+                (0..s.steps.len()).map(move |j| PointRec {
+                    project: &s.key.project,
+                    run: &s.key.run,
+                    path: &s.key.path,
+                    step: s.steps[j],
+                    time_ms: s.times_ms[j],
+                    value: s.values[j],
+                    ver: v,
+                })
+            })
+            .collect(),
+    )
+    .await?;
+    insert_all::<RollupRec<'_>>(
+        views,
+        "rollups",
+        rollup_rows
+            .iter()
+            .map(|(i, level, bucket, a)| {
+                let s = &batch.float_series[*i];
+                RollupRec {
+                    project: &s.key.project,
+                    run: &s.key.run,
+                    path: &s.key.path,
+                    level: *level as u8,
+                    bucket: *bucket,
+                    count: a.count,
+                    n_values: a.n_values,
+                    min: a.min,
+                    max: a.max,
+                    sum: a.sum,
+                    first_step: a.first_step,
+                    last_step: a.last_step,
+                    last_value: a.last_value,
+                    last_time_ms: a.last_time_ms,
+                    ver: ver.get(&s.key.project, &s.key.run),
+                }
+            })
+            .collect(),
+    )
+    .await?;
+    insert_all::<SeriesRec<'_>>(
+        views,
+        "series",
+        summaries
+            .iter()
+            .map(|(i, a)| {
+                let s = &batch.float_series[*i];
+                SeriesRec::new(
+                    &s.key.project,
+                    &s.key.run,
+                    &s.key.path,
+                    "float",
+                    a,
+                    ver.get(&s.key.project, &s.key.run),
+                )
+            })
+            .collect(),
+    )
+    .await?;
+    insert_all::<SeriesKeyRec<'_>>(
+        views,
+        "series_keys",
+        series_keys(batch.float_series.iter().map(|s| &s.key), "float"),
+    )
+    .await
+}
+
+fn series_keys<'a>(keys: impl Iterator<Item = &'a SeriesKey>, kind: &'a str) -> Vec<SeriesKeyRec<'a>> {
+    let mut seen: Vec<(&str, &str)> = keys.map(|k| (k.project.as_str(), k.path.as_str())).collect();
+    seen.sort_unstable();
+    seen.dedup();
+    seen.into_iter()
+        .map(|(project, path)| SeriesKeyRec { project, path, kind })
+        .collect()
+}
+
+/// Stored points (in step order) overlaid with a flush's points (in step order): a step written
+/// again takes its new value.
+fn overlay(old: &[(i64, i64, f64)], new: &FloatSeriesRows) -> Vec<(i64, i64, f64)> {
+    let mut out = Vec::with_capacity(old.len() + new.steps.len());
+    let (mut i, mut j) = (0, 0);
+    while i < old.len() || j < new.steps.len() {
+        let take_new = j < new.steps.len() && (i >= old.len() || new.steps[j] <= old[i].0);
+        if take_new {
+            if i < old.len() && old[i].0 == new.steps[j] {
+                i += 1;
+            }
+            out.push((new.steps[j], new.times_ms[j], new.values[j]));
+            j += 1;
+        } else {
+            out.push(old[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+#[derive(Row, Deserialize)]
+struct LineSummary {
+    project: String,
+    run: String,
+    path: String,
+    count: u64,
+    first_step: i64,
+    last_step: i64,
+    last_time_ms: i64,
+}
+
+async fn write_string_series(views: &ClickHouseViews, batch: &RowBatch, ver: &Versions) -> Result<(), ViewError> {
+    if batch.string_series.is_empty() {
+        return Ok(());
+    }
+    insert_all::<LineRec<'_>>(
+        views,
+        "lines",
+        batch
+            .string_series
+            .iter()
+            .flat_map(|s| {
+                let v = ver.get(&s.key.project, &s.key.run);
+                (0..s.steps.len()).map(move |j| LineRec {
+                    project: &s.key.project,
+                    run: &s.key.run,
+                    path: &s.key.path,
+                    step: s.steps[j],
+                    time_ms: s.times_ms[j],
+                    line: &s.lines[j],
+                    ver: v,
+                })
+            })
+            .collect(),
+    )
+    .await?;
+    // Summaries from the stored lines, now that this flush's are among them.
+    let mut q = views.sql(&format!(
+        "SELECT project, run, path, uniqExact(step), min(step), max(step), argMax(time_ms, (step, ver))
+         FROM {{t}}lines WHERE (project, run, path) IN ({}) GROUP BY project, run, path",
+        vec!["(?, ?, ?)"; batch.string_series.len()].join(", ")
+    ));
+    for s in &batch.string_series {
+        q = q.bind(&s.key.project).bind(&s.key.run).bind(&s.key.path);
+    }
+    let rows = q.fetch_all::<LineSummary>().await.map_err(storage)?;
+    insert_all::<SeriesRec<'_>>(
+        views,
+        "series",
+        rows.iter()
+            .map(|r| {
+                let agg = Agg {
+                    count: r.count,
+                    first_step: r.first_step,
+                    last_step: r.last_step,
+                    last_time_ms: r.last_time_ms,
+                    ..Agg::EMPTY
+                };
+                SeriesRec::new(&r.project, &r.run, &r.path, "string", &agg, ver.get(&r.project, &r.run))
+            })
+            .collect(),
+    )
+    .await?;
+    insert_all::<SeriesKeyRec<'_>>(
+        views,
+        "series_keys",
+        series_keys(batch.string_series.iter().map(|s| &s.key), "string"),
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_order_like_log_positions() {
+        assert!(version(1, 0) > version(0, 999_999));
+        assert!(version(7, 3) > version(7, 2));
+        assert_eq!(version(0, u32::MAX), (1 << 20) - 1, "an index past 2^20 saturates");
+    }
+
+    #[test]
+    fn overlay_keeps_new_values_of_steps_written_again() {
+        let new = FloatSeriesRows {
+            key: SeriesKey::default(),
+            steps: vec![2, 3, 9],
+            times_ms: vec![20, 30, 90],
+            values: vec![-2.0, -3.0, -9.0],
+        };
+        let old = [(1, 10, 1.0), (2, 11, 2.0), (5, 50, 5.0)];
+        assert_eq!(
+            overlay(&old, &new),
+            vec![(1, 10, 1.0), (2, 20, -2.0), (3, 30, -3.0), (5, 50, 5.0), (9, 90, -9.0)]
+        );
+    }
+}
