@@ -641,7 +641,7 @@ fn check_groups(runs: &[RunDetail], g: &RunGrouping, got: &Groups, context: &str
     }
 }
 
-async fn seeded(views: &SqliteViews, seed: u64) -> (Catalog, Vec<RunDetail>) {
+async fn seeded(views: &dyn ViewStore, seed: u64) -> (Catalog, Vec<RunDetail>) {
     let mut rng = StdRng::seed_from_u64(seed);
     views.apply(random_batch(&mut rng, PROJECT)).await.unwrap();
     views.apply(random_batch(&mut rng, OTHER)).await.unwrap();
@@ -652,16 +652,15 @@ async fn seeded(views: &SqliteViews, seed: u64) -> (Catalog, Vec<RunDetail>) {
     (views.catalog(PROJECT).await.unwrap(), runs)
 }
 
-#[tokio::test]
-async fn sqlite_search_agrees_with_the_reference_evaluator() {
+/// Runs `cases` random searches and groupings over the runs of `seed` in `views` (empty).
+/// Returns how many runs the searches selected, so callers can check the filters meant something.
+async fn agrees_with_the_reference_evaluator(views: &dyn ViewStore, seed: u64, cases: usize) -> usize {
     let mut checked_hits = 0usize;
-    for seed in 0..6u64 {
-        let dir = tempfile::tempdir().unwrap();
-        let views = SqliteViews::open(dir.path().join("v.db")).await.unwrap();
-        let (catalog, runs) = seeded(&views, seed).await;
+    {
+        let (catalog, runs) = seeded(views, seed).await;
         let checker = Checker::new(&catalog);
         let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
-        for case in 0..150 {
+        for case in 0..cases {
             let filter = if case % 10 == 0 {
                 Filter::True
             } else {
@@ -755,6 +754,30 @@ async fn sqlite_search_agrees_with_the_reference_evaluator() {
             );
         }
     }
+    checked_hits
+}
+
+#[tokio::test]
+async fn sqlite_search_agrees_with_the_reference_evaluator() {
+    let mut hits = 0;
+    for seed in 0..6u64 {
+        let dir = tempfile::tempdir().unwrap();
+        let views = SqliteViews::open(dir.path().join("v.db")).await.unwrap();
+        hits += agrees_with_the_reference_evaluator(&views, seed, 150).await;
+    }
     // The filters must select something often enough to mean anything.
-    assert!(checked_hits > 6 * 150 * 5, "only {checked_hits} hits");
+    assert!(hits > 6 * 150 * 5, "only {hits} hits");
+}
+
+/// The same cases against a real ClickHouse server (fewer of them: every search is a round trip
+/// to a server, where SQLite answers in process).
+#[tokio::test]
+async fn clickhouse_search_agrees_with_the_reference_evaluator() {
+    let mut hits = 0;
+    for seed in 0..2u64 {
+        let url = runstream_testkit::clickhouse_url(&format!("search{seed}"));
+        let views = ClickHouseViews::open(&url).await.unwrap();
+        hits += agrees_with_the_reference_evaluator(&views, seed, 60).await;
+    }
+    assert!(hits > 2 * 60 * 5, "only {hits} hits");
 }

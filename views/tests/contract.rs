@@ -7,7 +7,7 @@ use runstream_schema::{EventId, RunState, Value};
 use runstream_views::rollup::Agg;
 use runstream_views::*;
 
-mod support;
+use runstream_testkit as support;
 
 fn key(path: &str) -> SeriesKey {
     SeriesKey {

@@ -23,6 +23,7 @@
 //! are checked to be plain words; values reach the server through the client's escaping binds.
 
 mod read;
+mod search;
 mod write;
 
 use std::collections::HashSet;
@@ -32,6 +33,7 @@ use serde::{Deserialize, Serialize};
 
 use runstream_schema::EventId;
 
+use crate::search::{Catalog, Groups, RunGrouping, RunSearch, SearchPage};
 use crate::*;
 
 /// Numbered migrations: index + 1 is the schema version they bring a generation of tables to.
@@ -320,16 +322,12 @@ impl ViewStore for ClickHouseViews {
         Ok(n > 0)
     }
 
-    async fn search_runs(&self, _search: RunSearch) -> Result<SearchPage, ViewError> {
-        Err(ViewError::Storage(
-            "run search is not available on the ClickHouse views yet".into(),
-        ))
+    async fn search_runs(&self, search: RunSearch) -> Result<SearchPage, ViewError> {
+        search::search(self, &search).await
     }
 
-    async fn group_runs(&self, _grouping: RunGrouping) -> Result<Groups, ViewError> {
-        Err(ViewError::Storage(
-            "run grouping is not available on the ClickHouse views yet".into(),
-        ))
+    async fn group_runs(&self, grouping: RunGrouping) -> Result<Groups, ViewError> {
+        search::group(self, &grouping).await
     }
 
     async fn catalog(&self, project: &str) -> Result<Catalog, ViewError> {

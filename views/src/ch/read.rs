@@ -33,7 +33,7 @@ fn run_row(r: RunRec) -> RunRow {
     }
 }
 
-fn value_of(a: &AttrRec) -> Result<Value, ViewError> {
+pub(super) fn value_of(a: &AttrRec) -> Result<Value, ViewError> {
     Ok(match a.vtype.as_str() {
         "int" => Value::Int(a.i),
         "float" => Value::Float(a.f),

@@ -1,5 +1,7 @@
-//! A real ClickHouse server for the contract suite, started once per test binary as a plain
-//! process on free ports, with its data under the target directory.
+//! Real servers for the tests, started as plain processes on free ports.
+//!
+//! ClickHouse: one server per test binary, started on first use, each test in a database of
+//! its own ([`clickhouse_url`]).
 //!
 //! The server is found as `$CLICKHOUSE_SERVER` or `clickhouse-server` on the PATH
 //! (`scripts/install-test-services` installs it). A watchdog shell stops it and removes its
@@ -27,7 +29,7 @@ fn free_port() -> u16 {
 )]
 fn start() -> ClickHouse {
     let bin = std::env::var("CLICKHOUSE_SERVER").unwrap_or_else(|_| "clickhouse-server".into());
-    let dir: PathBuf = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("clickhouse-{}", std::process::id()));
+    let dir: PathBuf = std::env::temp_dir().join(format!("runstream-clickhouse-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (http_port, tcp_port) = (free_port(), free_port());
     let d = dir.display();

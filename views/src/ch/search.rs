@@ -1,0 +1,755 @@
+//! Run search compiled to ClickHouse SQL.
+//!
+//! Values never enter the SQL text: a [`Sql`] builder appends fragments and `?` placeholders in
+//! the order they appear, and binds the values in that order through the client's escaping.
+//! Every table is read at its latest versions (`argMax(.., ver)` per key). A search is one
+//! statement over the project's runs: the sort field's value is joined on by run id, filters on
+//! attributes, metrics, tags and lineage are `run IN (subquery)` sets (so `NOT` is exact
+//! negation), and pages are cut by a keyset over the sort key.
+//!
+//! A sort key is `(none, rank, f, i, s, run)`: `none` puts runs lacking the field last in both
+//! directions; `rank` orders numbers (1) before strings (2); numbers order by their float value,
+//! then exactly by their integer value (`i`), so integers past 2^53 keep their order.
+
+use std::collections::HashMap;
+
+use clickhouse::Row;
+use serde::Deserialize;
+
+use runstream_schema::Value;
+
+use super::read::value_of;
+use super::write::AttrRec;
+use super::{ClickHouseViews, storage};
+use crate::search::*;
+use crate::*;
+
+enum Arg {
+    Str(String),
+    I64(i64),
+    F64(f64),
+}
+
+/// SQL text with `?` placeholders and their values, in order.
+struct Sql {
+    text: String,
+    args: Vec<Arg>,
+}
+
+impl Sql {
+    fn new() -> Self {
+        Sql {
+            text: String::new(),
+            args: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, s: &str) -> &mut Self {
+        self.text.push_str(s);
+        self
+    }
+
+    fn str(&mut self, s: &str) -> &mut Self {
+        self.text.push('?');
+        self.args.push(Arg::Str(s.to_string()));
+        self
+    }
+
+    fn int(&mut self, i: i64) -> &mut Self {
+        self.text.push('?');
+        self.args.push(Arg::I64(i));
+        self
+    }
+
+    fn lit(&mut self, l: &Literal) -> &mut Self {
+        match l {
+            Literal::Number(Number::Int(i)) => self.int(*i),
+            Literal::Number(Number::Float(f)) => {
+                self.text.push('?');
+                self.args.push(Arg::F64(*f));
+                self
+            }
+            Literal::Str(s) => self.str(s),
+            Literal::Bool(b) => self.int(i64::from(*b)),
+            Literal::Datetime(t) => self.int(*t),
+        }
+    }
+
+    fn query(&self, v: &ClickHouseViews) -> clickhouse::query::Query {
+        let mut q = v.sql(&self.text);
+        for a in &self.args {
+            q = match a {
+                Arg::Str(s) => q.bind(s),
+                Arg::I64(i) => q.bind(i),
+                Arg::F64(f) => q.bind(f),
+            };
+        }
+        q
+    }
+}
+
+/// The project's runs at their latest versions, columns prefixed `r_`.
+fn runs_latest(q: &mut Sql, project: &str) {
+    q.push(
+        "(SELECT run, argMax(name, ver) AS r_name, argMax(experiment, ver) AS r_experiment,
+          argMax(parent_run, ver) AS r_parent, argMax(description, ver) AS r_description,
+          argMax(owner, ver) AS r_owner, argMax(state, ver) AS r_state, argMax(state_message, ver) AS r_message,
+          argMax(created_ms, ver) AS r_created, argMax(updated_ms, ver) AS r_updated,
+          argMax(finished_ms, ver) AS r_finished, argMax(heartbeat_ms, ver) AS r_heartbeat,
+          argMax(deleted, ver) AS r_deleted
+         FROM {t}runs WHERE project = ",
+    )
+    .str(project)
+    .push(" GROUP BY run)");
+}
+
+const RUN_OUT: &str = "run, r_name, r_experiment, r_parent, r_description, r_owner, r_state, r_message, r_created,
+    r_updated, r_finished, r_heartbeat, r_deleted";
+
+/// The latest attribute `path` of each run that has it, columns prefixed `p`.
+fn attrs_latest(q: &mut Sql, project: &str, path: &str, p: &str) {
+    q.push(&format!(
+        "(SELECT run, argMax(vtype, ver) AS {p}t, argMax(i, ver) AS {p}i, argMax(f, ver) AS {p}f,
+          argMax(s, ver) AS {p}s, argMax(deleted, ver) AS {p}gone
+         FROM {{t}}attributes WHERE project = "
+    ))
+    .str(project)
+    .push(" AND path = ")
+    .str(path)
+    .push(&format!(" GROUP BY run HAVING {p}gone = 0)"));
+}
+
+/// The latest summary of float series `path` of each run that has it, columns prefixed `p`.
+fn metric_latest(q: &mut Sql, project: &str, path: &str, p: &str) {
+    q.push(&format!(
+        "(SELECT run, argMax(count, ver) AS {p}count, argMax(n_values, ver) AS {p}n, argMax(min, ver) AS {p}min,
+          argMax(max, ver) AS {p}max, argMax(sum, ver) AS {p}sum, argMax(last_value, ver) AS {p}last
+         FROM {{t}}series WHERE project = "
+    ))
+    .str(project)
+    .push(" AND path = ")
+    .str(path)
+    .push(" AND kind = 'float' GROUP BY run)");
+}
+
+/// A metric summary's value and the condition that it has one (NaN is none).
+fn metric_value(agg: MetricAgg, p: &str) -> (String, String) {
+    match agg {
+        MetricAgg::Last => (format!("{p}last"), format!("({p}count > 0 AND NOT isNaN({p}last))")),
+        MetricAgg::Min => (format!("{p}min"), format!("({p}n > 0 AND NOT isNaN({p}min))")),
+        MetricAgg::Max => (format!("{p}max"), format!("({p}n > 0 AND NOT isNaN({p}max))")),
+        MetricAgg::Mean => (
+            format!("({p}sum / {p}n)"),
+            format!("({p}n > 0 AND NOT isNaN({p}sum / {p}n))"),
+        ),
+        MetricAgg::Count => (format!("toFloat64({p}count)"), "1".to_string()),
+    }
+}
+
+/// A system field's value over the `r_` columns, and whether the run has it.
+fn system_value(f: SystemField) -> (&'static str, &'static str) {
+    match f {
+        SystemField::Run => ("run", "1"),
+        SystemField::Name => ("r_name", "1"),
+        SystemField::Experiment => ("r_experiment", "1"),
+        SystemField::Owner => ("r_owner", "1"),
+        SystemField::Description => ("r_description", "1"),
+        SystemField::State => ("r_state", "1"),
+        SystemField::Parent => ("assumeNotNull(r_parent)", "isNotNull(r_parent)"),
+        SystemField::Created => ("r_created", "1"),
+        SystemField::Updated => ("r_updated", "1"),
+        SystemField::Finished => ("assumeNotNull(r_finished)", "isNotNull(r_finished)"),
+        SystemField::Duration => (
+            "((assumeNotNull(r_finished) - r_created) / 1000.0)",
+            "isNotNull(r_finished)",
+        ),
+        SystemField::Deleted => ("r_deleted", "1"),
+    }
+}
+
+/// `key op literal` and the like for one comparison filter.
+fn predicate(q: &mut Sql, key: &str, f: &Filter) {
+    match f {
+        Filter::Compare { op, value, .. } => {
+            q.push(&format!("{key} {} ", op.sql())).lit(value);
+        }
+        Filter::In { values, negated, .. } => {
+            q.push(&format!("{key} {}IN (", if *negated { "NOT " } else { "" }));
+            for (i, v) in values.iter().enumerate() {
+                if i > 0 {
+                    q.push(", ");
+                }
+                q.lit(v);
+            }
+            q.push(")");
+        }
+        Filter::Between { low, high, negated, .. } => {
+            q.push(if *negated { "NOT (" } else { "(" })
+                .push(&format!("{key} BETWEEN "))
+                .lit(low)
+                .push(" AND ")
+                .lit(high)
+                .push(")");
+        }
+        Filter::Like {
+            pattern,
+            fold_case,
+            negated,
+            ..
+        } => {
+            q.push(if *negated { "NOT " } else { "" });
+            if *fold_case {
+                q.push(&format!("like(lower({key}), lower(")).str(pattern).push("))");
+            } else {
+                q.push(&format!("like({key}, ")).str(pattern).push(")");
+            }
+        }
+        _ => unreachable!("predicate of a non-comparison"),
+    }
+}
+
+fn class_of(f: &Filter) -> Class {
+    match f {
+        Filter::Compare { value, .. } => value.class(),
+        Filter::In { values, .. } => values.first().map_or(Class::String, Literal::class),
+        Filter::Between { low, .. } => low.class(),
+        _ => Class::String,
+    }
+}
+
+/// An attribute's value of a class (as the `a` columns hold it) and the condition that the
+/// attribute is of that class with a value.
+fn attr_value(c: Class) -> (&'static str, &'static str) {
+    match c {
+        Class::Number => (
+            "if(a_t = 'int', toFloat64(a_i), a_f)",
+            "(a_t = 'int' OR (a_t = 'float' AND NOT isNaN(a_f)))",
+        ),
+        Class::String => ("a_s", "a_t = 'string'"),
+        Class::Bool => ("a_i", "a_t = 'bool'"),
+        Class::Datetime => ("a_i", "a_t = 'datetime'"),
+    }
+}
+
+fn compile(q: &mut Sql, project: &str, f: &Filter) {
+    match f {
+        Filter::True => {
+            q.push("1");
+        }
+        Filter::And(v) | Filter::Or(v) if v.is_empty() => {
+            q.push(if matches!(f, Filter::And(_)) { "1" } else { "0" });
+        }
+        Filter::And(v) | Filter::Or(v) => {
+            let join = if matches!(f, Filter::And(_)) { " AND " } else { " OR " };
+            q.push("(");
+            for (i, f) in v.iter().enumerate() {
+                if i > 0 {
+                    q.push(join);
+                }
+                compile(q, project, f);
+            }
+            q.push(")");
+        }
+        Filter::Not(f) => {
+            q.push("NOT (");
+            compile(q, project, f);
+            q.push(")");
+        }
+        Filter::Compare { field, .. }
+        | Filter::In { field, .. }
+        | Filter::Between { field, .. }
+        | Filter::Like { field, .. } => match field {
+            Field::System(s) => {
+                let (key, has) = system_value(*s);
+                q.push(&format!("({has} AND ifNull("));
+                predicate(q, key, f);
+                q.push(", 0))");
+            }
+            Field::Attr(path) => {
+                let (key, has) = attr_value(class_of(f));
+                q.push("run IN (SELECT run FROM ");
+                attrs_latest(q, project, path, "a_");
+                q.push(&format!(" WHERE {has} AND "));
+                predicate(q, key, f);
+                q.push(")");
+            }
+            Field::Metric(path, agg) => {
+                let (key, has) = metric_value(*agg, "m_");
+                q.push("run IN (SELECT run FROM ");
+                metric_latest(q, project, path, "m_");
+                q.push(&format!(" WHERE {has} AND "));
+                predicate(q, &key, f);
+                q.push(")");
+            }
+        },
+        Filter::Exists(field) => match field {
+            Field::System(s) => {
+                q.push(system_value(*s).1);
+            }
+            Field::Attr(path) => {
+                q.push("run IN (SELECT run FROM ");
+                attrs_latest(q, project, path, "a_");
+                q.push(")");
+            }
+            Field::Metric(path, _) => {
+                q.push("run IN (SELECT run FROM ");
+                metric_latest(q, project, path, "m_");
+                q.push(")");
+            }
+        },
+        Filter::Tag(test) => {
+            q.push(
+                "run IN (SELECT run FROM (SELECT run, tag, argMax(present, ver) AS present FROM {t}tags
+                 WHERE project = ",
+            )
+            .str(project)
+            .push(" GROUP BY run, tag) WHERE present = 1");
+            match test {
+                TagTest::Any => {}
+                TagTest::OneOf(tags) => {
+                    q.push(" AND tag IN (");
+                    for (i, t) in tags.iter().enumerate() {
+                        if i > 0 {
+                            q.push(", ");
+                        }
+                        q.str(t);
+                    }
+                    q.push(")");
+                }
+                TagTest::Like { pattern, fold_case } => {
+                    if *fold_case {
+                        q.push(" AND like(lower(tag), lower(").str(pattern).push("))");
+                    } else {
+                        q.push(" AND like(tag, ").str(pattern).push(")");
+                    }
+                }
+            }
+            q.push(")");
+        }
+        Filter::Lineage {
+            direction,
+            kind,
+            name,
+            version,
+        } => {
+            q.push("run IN (SELECT run FROM {t}lineage WHERE project = ")
+                .str(project)
+                .push(" AND kind = ")
+                .str(kind.as_str())
+                .push(" AND name = ")
+                .str(name)
+                .push(" AND direction = ")
+                .str(direction.as_str());
+            if let Some(v) = version {
+                q.push(" AND version = ").str(v);
+            }
+            q.push(")");
+        }
+    }
+}
+
+/// The condition every returned run meets.
+fn scope(q: &mut Sql, project: &str, filter: &Filter, include_deleted: bool) {
+    if !include_deleted {
+        q.push("r_deleted = 0 AND ");
+    }
+    compile(q, project, filter);
+}
+
+/// Runs joined with a field's sort key, as columns `{p}rank`, `{p}int`, `{p}f`, `{p}i`, `{p}s`
+/// (rank 0: the run lacks the field; 1: a number, `{p}int` when an integer; 2: a string).
+fn with_key(q: &mut Sql, project: &str, field: &Field, p: &str, inner: impl FnOnce(&mut Sql)) {
+    match field {
+        Field::System(s) => {
+            let (v, has) = system_value(*s);
+            let (rank, int, f, i, s) = match s.class() {
+                Class::String => (
+                    format!("if({has}, 2, 0)"),
+                    "0".to_string(),
+                    "0.0".to_string(),
+                    "0".to_string(),
+                    format!("if({has}, {v}, '')"),
+                ),
+                Class::Number => (
+                    format!("if({has}, 1, 0)"),
+                    "0".to_string(),
+                    format!("if({has}, toFloat64({v}), 0.0)"),
+                    format!("if({has}, toInt64({v}), 0)"),
+                    "''".to_string(),
+                ),
+                Class::Bool | Class::Datetime => (
+                    format!("if({has}, 1, 0)"),
+                    "1".to_string(),
+                    format!("if({has}, toFloat64({v}), 0.0)"),
+                    format!("if({has}, toInt64({v}), 0)"),
+                    "''".to_string(),
+                ),
+            };
+            q.push(&format!(
+                "(SELECT *, toUInt8({rank}) AS {p}rank, toUInt8({int}) AS {p}int, toFloat64({f}) AS {p}f,
+                  toInt64({i}) AS {p}i, toString({s}) AS {p}s FROM "
+            ));
+            inner(q);
+            q.push(")");
+        }
+        Field::Attr(path) => {
+            q.push("(SELECT * FROM ");
+            inner(q);
+            q.push(&format!(
+                " ANY LEFT JOIN (SELECT run,
+                   toUInt8(multiIf(a_t IN ('int', 'bool', 'datetime'), 1, a_t = 'float' AND NOT isNaN(a_f), 1,
+                           a_t = 'string', 2, 0)) AS {p}rank,
+                   toUInt8(a_t IN ('int', 'bool', 'datetime')) AS {p}int,
+                   if(a_t = 'float', if(isNaN(a_f), 0.0, a_f), toFloat64(a_i)) AS {p}f,
+                   if(a_t = 'float', if(isNaN(a_f) OR isInfinite(a_f), 0, toInt64(a_f)), a_i) AS {p}i,
+                   if(a_t = 'string', a_s, '') AS {p}s FROM "
+            ));
+            attrs_latest(q, project, path, "a_");
+            q.push(") USING run)");
+        }
+        Field::Metric(path, agg) => {
+            let (v, has) = metric_value(*agg, "m_");
+            let int = matches!(agg, MetricAgg::Count);
+            let i = if int {
+                "toInt64(m_count)".to_string()
+            } else {
+                format!("if({has} AND NOT isInfinite({v}), toInt64({v}), 0)")
+            };
+            q.push("(SELECT * FROM ");
+            inner(q);
+            q.push(&format!(
+                " ANY LEFT JOIN (SELECT run, toUInt8(if({has}, 1, 0)) AS {p}rank, toUInt8({}) AS {p}int,
+                   if({has}, toFloat64({v}), 0.0) AS {p}f, {i} AS {p}i, '' AS {p}s FROM ",
+                u8::from(int)
+            ));
+            metric_latest(q, project, path, "m_");
+            q.push(") USING run)");
+        }
+    }
+}
+
+#[derive(Row, Deserialize)]
+struct FoundRec {
+    run: String,
+    name: String,
+    experiment: String,
+    parent_run: Option<String>,
+    description: String,
+    owner: String,
+    state: String,
+    state_message: String,
+    created_ms: i64,
+    updated_ms: i64,
+    finished_ms: Option<i64>,
+    heartbeat_ms: Option<i64>,
+    deleted: u8,
+    rank: u8,
+    int: u8,
+    f: f64,
+    i: i64,
+    s: String,
+}
+
+fn sort_value(rank: u8, int: u8, f: f64, i: i64, s: String) -> Option<SortValue> {
+    match rank {
+        1 if int == 1 => Some(SortValue::Int(i)),
+        1 => Some(SortValue::Float(f)),
+        2 => Some(SortValue::Str(s)),
+        _ => None,
+    }
+}
+
+/// A cursor's sort key as the columns hold it: (none, rank, f, i, s).
+fn cursor_key(v: &Option<SortValue>) -> (i64, i64, f64, i64, String) {
+    match v {
+        None => (1, 0, 0.0, 0, String::new()),
+        Some(SortValue::Int(i)) => (0, 1, *i as f64, *i, String::new()),
+        Some(SortValue::Float(f)) => {
+            let i = if f.is_finite() { *f as i64 } else { 0 };
+            (0, 1, *f, i, String::new())
+        }
+        Some(SortValue::Str(s)) => (0, 2, 0.0, 0, s.clone()),
+    }
+}
+
+pub(super) async fn search(v: &ClickHouseViews, s: &RunSearch) -> Result<SearchPage, ViewError> {
+    let dir = if s.sort.descending { "DESC" } else { "ASC" };
+    let mut q = Sql::new();
+    q.push(&format!("SELECT {RUN_OUT}, krank, kint, kf, ki, ks FROM "));
+    with_key(&mut q, &s.project, &s.sort.field, "k", |q| runs_latest(q, &s.project));
+    q.push(" WHERE ");
+    scope(&mut q, &s.project, &s.filter, s.include_deleted);
+    if let Some(c) = &s.after {
+        let (none, rank, f, i, str_) = cursor_key(&c.value);
+        let cmp = if s.sort.descending { "<" } else { ">" };
+        q.push(" AND (toUInt8(krank = 0) > ")
+            .int(none)
+            .push(" OR (toUInt8(krank = 0) = ")
+            .int(none)
+            .push(&format!(" AND (krank, kf, ki, ks, run) {cmp} ("))
+            .int(rank)
+            .push(", ");
+        q.lit(&Literal::Number(Number::Float(f)))
+            .push(", ")
+            .int(i)
+            .push(", ")
+            .str(&str_)
+            .push(", ")
+            .str(&c.run)
+            .push(")))");
+    }
+    q.push(&format!(
+        " ORDER BY krank = 0, krank {dir}, kf {dir}, ki {dir}, ks {dir}, run {dir} LIMIT "
+    ))
+    .int(s.limit.min(i64::MAX as usize) as i64);
+    let rows: Vec<FoundRec> = q.query(v).fetch_all().await.map_err(storage)?;
+    let mut found: Vec<FoundRun> = rows
+        .into_iter()
+        .map(|r| FoundRun {
+            sort_value: sort_value(r.rank, r.int, r.f, r.i, r.s),
+            run: RunRow {
+                run: r.run,
+                name: r.name,
+                experiment: r.experiment,
+                parent_run: r.parent_run,
+                description: r.description,
+                owner: r.owner,
+                state: r.state,
+                state_message: r.state_message,
+                created_ms: r.created_ms,
+                updated_ms: r.updated_ms,
+                finished_ms: r.finished_ms,
+                heartbeat_ms: r.heartbeat_ms,
+                deleted: r.deleted != 0,
+            },
+            columns: Vec::new(),
+        })
+        .collect();
+    if !s.columns.is_empty() && !found.is_empty() {
+        let runs: Vec<&str> = found.iter().map(|f| f.run.run.as_str()).collect();
+        let mut values = Vec::with_capacity(s.columns.len());
+        for col in &s.columns {
+            values.push(column(v, &s.project, &runs, col).await?);
+        }
+        for f in &mut found {
+            f.columns = values.iter_mut().map(|m| m.remove(&f.run.run)).collect();
+        }
+    }
+    let next = (found.len() == s.limit)
+        .then(|| {
+            found.last().map(|f| SearchCursor {
+                value: f.sort_value.clone(),
+                run: f.run.run.clone(),
+            })
+        })
+        .flatten();
+    Ok(SearchPage { runs: found, next })
+}
+
+#[derive(Row, Deserialize)]
+struct MetricRec {
+    run: String,
+    count: u64,
+    n: u64,
+    min: f64,
+    max: f64,
+    sum: f64,
+    last: f64,
+}
+
+/// The runs' values of a column: an attribute as it is typed, a metric summary as a float (its
+/// point count as an int); system fields have none, as on SQLite.
+async fn column(
+    v: &ClickHouseViews,
+    project: &str,
+    runs: &[&str],
+    field: &Field,
+) -> Result<HashMap<String, Value>, ViewError> {
+    let mut out = HashMap::new();
+    let mut q = Sql::new();
+    match field {
+        Field::System(_) => return Ok(out),
+        Field::Attr(path) => {
+            q.push("SELECT ")
+                .str(project)
+                .push(", run, ")
+                .str(path)
+                .push(", a_t, a_i, a_f, a_s, a_gone, toUInt64(0) FROM ");
+            attrs_latest(&mut q, project, path, "a_");
+        }
+        Field::Metric(path, _) => {
+            q.push("SELECT run, m_count, m_n, m_min, m_max, m_sum, m_last FROM ");
+            metric_latest(&mut q, project, path, "m_");
+        }
+    }
+    q.push(" WHERE run IN (");
+    for (i, r) in runs.iter().enumerate() {
+        if i > 0 {
+            q.push(", ");
+        }
+        q.str(r);
+    }
+    q.push(")");
+    match field {
+        Field::Attr(_) => {
+            for a in q.query(v).fetch_all::<AttrRec>().await.map_err(storage)? {
+                let value = value_of(&a)?;
+                out.insert(a.run, value);
+            }
+        }
+        Field::Metric(_, agg) => {
+            for m in q.query(v).fetch_all::<MetricRec>().await.map_err(storage)? {
+                let some = m.n > 0;
+                let value = match agg {
+                    MetricAgg::Last => (m.count > 0).then_some(Value::Float(m.last)),
+                    MetricAgg::Min => some.then_some(Value::Float(m.min)),
+                    MetricAgg::Max => some.then_some(Value::Float(m.max)),
+                    MetricAgg::Mean => some.then(|| Value::Float(m.sum / m.n as f64)),
+                    MetricAgg::Count => Some(Value::Int(m.count as i64)),
+                };
+                if let Some(value) = value {
+                    out.insert(m.run, value);
+                }
+            }
+        }
+        Field::System(_) => {}
+    }
+    Ok(out)
+}
+
+/// A field's numeric value per run (for aggregates), as columns `{p}has` and `{p}v`.
+fn with_number(q: &mut Sql, project: &str, field: &Field, p: &str, inner: impl FnOnce(&mut Sql)) {
+    match field {
+        Field::System(s) => {
+            let (v, has) = system_value(*s);
+            let numeric = matches!(s.class(), Class::Number | Class::Datetime | Class::Bool);
+            let (has, v) = if numeric {
+                (has.to_string(), format!("if({has}, toFloat64({v}), 0.0)"))
+            } else {
+                ("0".to_string(), "0.0".to_string())
+            };
+            q.push(&format!("(SELECT *, toUInt8({has}) AS {p}has, {v} AS {p}v FROM "));
+            inner(q);
+            q.push(")");
+        }
+        Field::Attr(path) => {
+            q.push("(SELECT * FROM ");
+            inner(q);
+            q.push(&format!(
+                " ANY LEFT JOIN (SELECT run, toUInt8(a_t = 'int' OR (a_t = 'float' AND NOT isNaN(a_f))) AS {p}has,
+                   if(a_t = 'int', toFloat64(a_i), a_f) AS {p}v FROM "
+            ));
+            attrs_latest(q, project, path, "a_");
+            q.push(") USING run)");
+        }
+        Field::Metric(path, agg) => {
+            let (v, has) = metric_value(*agg, "m_");
+            q.push("(SELECT * FROM ");
+            inner(q);
+            q.push(&format!(
+                " ANY LEFT JOIN (SELECT run, toUInt8({has}) AS {p}has, toFloat64({v}) AS {p}v FROM "
+            ));
+            metric_latest(q, project, path, "m_");
+            q.push(") USING run)");
+        }
+    }
+}
+
+pub(super) async fn group(v: &ClickHouseViews, g: &RunGrouping) -> Result<Groups, ViewError> {
+    // Runs, then the key joined on, then each aggregate's values joined on, one join per level
+    // (old servers take one JOIN per SELECT).
+    fn nest(q: &mut Sql, g: &RunGrouping, n: usize) {
+        if n == 0 {
+            with_key(q, &g.project, &g.by, "k", |q| runs_latest(q, &g.project));
+        } else {
+            with_number(q, &g.project, &g.aggregates[n - 1], &format!("x{n}"), |q| {
+                nest(q, g, n - 1)
+            });
+        }
+    }
+    let mut q = Sql::new();
+    let mut cols = vec![
+        "krank".to_string(),
+        "kint".into(),
+        "kf".into(),
+        "ki".into(),
+        "ks".into(),
+        "count()".into(),
+    ];
+    for n in 1..=g.aggregates.len() {
+        cols.push(format!(
+            "countIf(x{n}has = 1), minIf(x{n}v, x{n}has = 1), maxIf(x{n}v, x{n}has = 1), avgIf(x{n}v, x{n}has = 1)"
+        ));
+    }
+    q.push(&format!("SELECT {} FROM ", cols.join(", ")));
+    nest(&mut q, g, g.aggregates.len());
+    q.push(" WHERE ");
+    scope(&mut q, &g.project, &g.filter, g.include_deleted);
+    q.push(" GROUP BY krank, kint, kf, ki, ks ORDER BY krank = 0, krank, kf, ki, ks LIMIT ")
+        .int(g.limit.min(i64::MAX as usize - 1) as i64 + 1);
+    let mut cursor = q.query(v).fetch_bytes("RowBinary").map_err(storage)?;
+    let bytes = cursor.collect().await.map_err(storage)?;
+    let groups = decode_groups(&bytes, g.aggregates.len())?;
+    let truncated = groups.len() > g.limit;
+    let mut groups = groups;
+    groups.truncate(g.limit);
+    Ok(Groups { groups, truncated })
+}
+
+/// Reads the group rows (a key, a count, then four values per aggregate) from RowBinary, whose
+/// width depends on the number of aggregates.
+fn decode_groups(mut b: &[u8], aggregates: usize) -> Result<Vec<Group>, ViewError> {
+    fn take<'a>(b: &mut &'a [u8], n: usize) -> Result<&'a [u8], ViewError> {
+        if b.len() < n {
+            return Err(ViewError::Corrupt("group row cut short".into()));
+        }
+        let (head, rest) = b.split_at(n);
+        *b = rest;
+        Ok(head)
+    }
+    fn u64_(b: &mut &[u8]) -> Result<u64, ViewError> {
+        Ok(u64::from_le_bytes(take(b, 8)?.try_into().expect("8 bytes")))
+    }
+    fn f64_(b: &mut &[u8]) -> Result<f64, ViewError> {
+        Ok(f64::from_bits(u64_(b)?))
+    }
+    fn leb(b: &mut &[u8]) -> Result<usize, ViewError> {
+        let mut n = 0usize;
+        for shift in (0..64).step_by(7) {
+            let byte = take(b, 1)?[0];
+            n |= usize::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Ok(n);
+            }
+        }
+        Err(ViewError::Corrupt("bad string length".into()))
+    }
+    let mut out = Vec::new();
+    while !b.is_empty() {
+        let rank = take(&mut b, 1)?[0];
+        let int = take(&mut b, 1)?[0];
+        let f = f64_(&mut b)?;
+        let i = u64_(&mut b)? as i64;
+        let len = leb(&mut b)?;
+        let s = String::from_utf8_lossy(take(&mut b, len)?).into_owned();
+        let runs = u64_(&mut b)?;
+        let mut stats = Vec::with_capacity(aggregates);
+        for _ in 0..aggregates {
+            let count = u64_(&mut b)?;
+            let (min, max, mean) = (f64_(&mut b)?, f64_(&mut b)?, f64_(&mut b)?);
+            let some = count > 0;
+            stats.push(Stats {
+                count,
+                min: some.then_some(min),
+                max: some.then_some(max),
+                mean: some.then_some(mean),
+            });
+        }
+        out.push(Group {
+            key: sort_value(rank, int, f, i, s),
+            runs,
+            aggregates: stats,
+        });
+    }
+    Ok(out)
+}
