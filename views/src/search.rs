@@ -356,6 +356,18 @@ pub enum Filter {
     },
 }
 
+impl Filter {
+    /// The class of a comparison's literals (every literal of one comparison has the same).
+    pub fn literal_class(&self) -> Class {
+        match self {
+            Filter::Compare { value, .. } => value.class(),
+            Filter::In { values, .. } => values.first().map_or(Class::String, Literal::class),
+            Filter::Between { low, .. } => low.class(),
+            _ => Class::String,
+        }
+    }
+}
+
 /// A sort value as a cursor carries it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]

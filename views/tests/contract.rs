@@ -182,6 +182,87 @@ async fn nan_and_infinities_survive(store: Arc<dyn ViewStore>) {
     assert_eq!((b[0].min, b[0].max), (Some(f64::NEG_INFINITY), Some(f64::INFINITY)));
 }
 
+/// String series, files and lineage links: written twice over (later writes win), read back.
+async fn lines_files_and_lineage(store: Arc<dyn ViewStore>) {
+    use runstream_schema::{ArtifactKind, Direction};
+    let lines = |offset: u64, steps: Vec<i64>, text: &str, event: u128| {
+        let mut b = batch(offset, vec![], vec![], event);
+        b.float_series.clear();
+        b.string_series = vec![StringSeriesRows {
+            key: key("stdout"),
+            times_ms: steps.iter().map(|s| 500 + s).collect(),
+            lines: steps.iter().map(|s| format!("{text} {s}")).collect(),
+            steps,
+        }];
+        b.files = vec![FileRow {
+            project: "w/p".into(),
+            run: "r1".into(),
+            path: "model.bin".into(),
+            step: None,
+            blob_key: format!("blob-{text}"),
+            size: offset + 10,
+            sha256: "ab".repeat(32),
+            media_type: "application/octet-stream".into(),
+            time_ms: 7,
+        }];
+        b.lineage = vec![LineageRow {
+            project: "w/p".into(),
+            run: "r1".into(),
+            direction: Direction::Input,
+            kind: ArtifactKind::Dataset,
+            name: "imagenet".into(),
+            version: "v1".into(),
+            digest: format!("sha-{text}"),
+            uri: "s3://data/imagenet".into(),
+            time_ms: 8,
+        }];
+        b
+    };
+    store.apply(lines(0, (0..10).collect(), "first", 1)).await.unwrap();
+    store.apply(lines(1, vec![5, 20], "second", 2)).await.unwrap();
+    let got = store.read_lines(&key("stdout"), 0, 100, 100).await.unwrap();
+    assert_eq!(got.len(), 11);
+    assert_eq!(got[5].line, "second 5");
+    assert_eq!(got[4].line, "first 4");
+    assert_eq!((got[10].step, got[10].time_ms), (20, 520));
+    assert_eq!(store.read_lines(&key("stdout"), 3, 6, 2).await.unwrap().len(), 2);
+    let run = store.get_run("w/p", "r1").await.unwrap().unwrap();
+    let s = run.series.iter().find(|s| s.kind == "string").expect("a string series");
+    assert_eq!(
+        (s.path.as_str(), s.count, s.first_step, s.last_step, s.last_time_ms),
+        ("stdout", 11, Some(0), Some(20), Some(520))
+    );
+    assert_eq!(run.files.len(), 1);
+    assert_eq!(run.files[0].blob_key, "blob-second");
+    let file = store.get_file("w/p", "r1", "model.bin", None).await.unwrap().unwrap();
+    assert_eq!((file.size, file.step), (11, None));
+    assert!(
+        store
+            .get_file("w/p", "r1", "model.bin", Some(0))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let by_artifact = store
+        .lineage(
+            "w/p",
+            &LineageOf::Artifact {
+                kind: ArtifactKind::Dataset,
+                name: "imagenet".into(),
+                version: Some("v1".into()),
+            },
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(by_artifact.len(), 1);
+    assert_eq!(
+        (by_artifact[0].run.as_str(), by_artifact[0].digest.as_str()),
+        ("r1", "sha-second")
+    );
+    assert_eq!(run.lineage, by_artifact);
+}
+
 async fn sqlite() -> (tempfile::TempDir, Arc<dyn ViewStore>) {
     let dir = tempfile::tempdir().unwrap();
     let store = runstream_views::open(&format!("sqlite://{}/v.db", dir.path().display()))
@@ -231,6 +312,17 @@ async fn clickhouse_first_creation() {
 #[tokio::test]
 async fn clickhouse_reapply() {
     reapplying_changes_nothing(clickhouse("reapply").await).await;
+}
+
+#[tokio::test]
+async fn sqlite_lines_files_and_lineage() {
+    let (_d, s) = sqlite().await;
+    lines_files_and_lineage(s).await;
+}
+
+#[tokio::test]
+async fn clickhouse_lines_files_and_lineage() {
+    lines_files_and_lineage(clickhouse("lines").await).await;
 }
 
 #[tokio::test]

@@ -208,15 +208,6 @@ fn predicate(q: &mut Sql, key: &str, f: &Filter) {
     }
 }
 
-fn class_of(f: &Filter) -> Class {
-    match f {
-        Filter::Compare { value, .. } => value.class(),
-        Filter::In { values, .. } => values.first().map_or(Class::String, Literal::class),
-        Filter::Between { low, .. } => low.class(),
-        _ => Class::String,
-    }
-}
-
 /// An attribute's value of a class (as the `a` columns hold it) and the condition that the
 /// attribute is of that class with a value.
 fn attr_value(c: Class) -> (&'static str, &'static str) {
@@ -266,7 +257,7 @@ fn compile(q: &mut Sql, project: &str, f: &Filter) {
                 q.push(", 0))");
             }
             Field::Attr(path) => {
-                let (key, has) = attr_value(class_of(f));
+                let (key, has) = attr_value(f.literal_class());
                 q.push("run IN (SELECT run FROM ");
                 attrs_latest(q, project, path, "a_");
                 q.push(&format!(" WHERE {has} AND "));

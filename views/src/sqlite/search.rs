@@ -186,15 +186,6 @@ fn predicate(q: &mut Query, key: &str, f: &Filter) -> String {
     }
 }
 
-fn class_of(f: &Filter) -> Class {
-    match f {
-        Filter::Compare { value, .. } => value.class(),
-        Filter::In { values, .. } => values.first().map_or(Class::String, Literal::class),
-        Filter::Between { low, .. } => low.class(),
-        _ => Class::String,
-    }
-}
-
 fn type_list(c: Class) -> String {
     c.attribute_types()
         .iter()
@@ -228,7 +219,7 @@ fn compile(q: &mut Query, f: &Filter) -> String {
                 let p = predicate(q, ATTR_KEY, f);
                 member(
                     "attributes",
-                    &format!("path = {path} AND type IN ({}) AND {p}", type_list(class_of(f))),
+                    &format!("path = {path} AND type IN ({}) AND {p}", type_list(f.literal_class())),
                 )
             }
             Field::Metric(path, agg) => {
