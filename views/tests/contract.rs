@@ -147,6 +147,19 @@ async fn only_the_first_creation_counts(store: Arc<dyn ViewStore>) {
     );
 }
 
+/// A run finished and then running again (a resumed run) reads back unfinished.
+async fn a_resumed_run_is_unfinished(store: Arc<dyn ViewStore>) {
+    store.apply(batch(0, vec![0], vec![1.0], 1)).await.unwrap();
+    store.apply(batch(1, vec![1], vec![2.0], 2)).await.unwrap();
+    let run = store.get_run("w/p", "r1").await.unwrap().unwrap();
+    assert_eq!((run.run.state.as_str(), run.run.finished_ms), ("finished", Some(20)));
+    let mut again = batch(2, vec![2], vec![3.0], 3);
+    again.runs[0].state = Some((RunState::Running, String::new(), 30));
+    store.apply(again).await.unwrap();
+    let run = store.get_run("w/p", "r1").await.unwrap().unwrap();
+    assert_eq!((run.run.state.as_str(), run.run.finished_ms), ("running", None));
+}
+
 async fn reapplying_changes_nothing(store: Arc<dyn ViewStore>) {
     let b0 = batch(0, (0..300).collect(), (0..300).map(|i| i as f64).collect(), 1);
     let b1 = batch(1, vec![5, 7], vec![f64::NAN, f64::INFINITY], 2);
@@ -312,6 +325,17 @@ async fn clickhouse_first_creation() {
 #[tokio::test]
 async fn clickhouse_reapply() {
     reapplying_changes_nothing(clickhouse("reapply").await).await;
+}
+
+#[tokio::test]
+async fn sqlite_resumed_run() {
+    let (_d, s) = sqlite().await;
+    a_resumed_run_is_unfinished(s).await;
+}
+
+#[tokio::test]
+async fn clickhouse_resumed_run() {
+    a_resumed_run_is_unfinished(clickhouse("resumed").await).await;
 }
 
 #[tokio::test]

@@ -88,14 +88,15 @@ impl Sql {
     }
 }
 
-/// The project's runs at their latest versions, columns prefixed `r_`.
+/// The project's runs at their latest versions, columns prefixed `r_` (nullable ones through a
+/// tuple, since `argMax` skips NULLs).
 fn runs_latest(q: &mut Sql, project: &str) {
     q.push(
         "(SELECT run, argMax(name, ver) AS r_name, argMax(experiment, ver) AS r_experiment,
-          argMax(parent_run, ver) AS r_parent, argMax(description, ver) AS r_description,
+          tupleElement(argMax(tuple(parent_run), ver), 1) AS r_parent, argMax(description, ver) AS r_description,
           argMax(owner, ver) AS r_owner, argMax(state, ver) AS r_state, argMax(state_message, ver) AS r_message,
           argMax(created_ms, ver) AS r_created, argMax(updated_ms, ver) AS r_updated,
-          argMax(finished_ms, ver) AS r_finished, argMax(heartbeat_ms, ver) AS r_heartbeat,
+          tupleElement(argMax(tuple(finished_ms), ver), 1) AS r_finished, tupleElement(argMax(tuple(heartbeat_ms), ver), 1) AS r_heartbeat,
           argMax(deleted, ver) AS r_deleted
          FROM {t}runs WHERE project = ",
     )

@@ -38,9 +38,12 @@ pub(super) struct RunRec {
 }
 
 /// The latest version of each run's columns.
-pub(super) const RUN_LATEST: &str = "project, run, argMax(name, ver), argMax(experiment, ver), argMax(parent_run, ver),
-    argMax(description, ver), argMax(owner, ver), argMax(state, ver), argMax(state_message, ver),
-    argMax(created_ms, ver), argMax(updated_ms, ver), argMax(finished_ms, ver), argMax(heartbeat_ms, ver),
+/// `argMax` skips NULLs, so a nullable column goes through a tuple: a run finished and then
+/// running again must read back unfinished.
+pub(super) const RUN_LATEST: &str = "project, run, argMax(name, ver), argMax(experiment, ver),
+    tupleElement(argMax(tuple(parent_run), ver), 1), argMax(description, ver), argMax(owner, ver),
+    argMax(state, ver), argMax(state_message, ver), argMax(created_ms, ver), argMax(updated_ms, ver),
+    tupleElement(argMax(tuple(finished_ms), ver), 1), tupleElement(argMax(tuple(heartbeat_ms), ver), 1),
     argMax(deleted, ver), argMax(created_seen, ver), max(ver)";
 
 #[derive(Row, Serialize, Deserialize, Clone, Debug)]
