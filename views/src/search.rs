@@ -449,6 +449,22 @@ pub struct SearchPage {
     pub next: Option<SearchCursor>,
 }
 
+impl SearchPage {
+    /// A page of the runs found for a search of `limit`, with the cursor past its last run when
+    /// the page is full.
+    pub fn new(runs: Vec<FoundRun>, limit: usize) -> Self {
+        let next = (runs.len() == limit)
+            .then(|| {
+                runs.last().map(|f| SearchCursor {
+                    value: f.sort_value.clone(),
+                    run: f.run.run.clone(),
+                })
+            })
+            .flatten();
+        SearchPage { runs, next }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunGrouping {
     pub project: String,

@@ -234,25 +234,6 @@ impl ClickHouseViews {
     pub fn server_version(&self) -> &str {
         &self.version
     }
-
-    /// Drops every table of this generation (tests, and a rebuild that gave up).
-    pub async fn drop_generation(&self) -> Result<(), ViewError> {
-        let tables: Vec<String> = self
-            .client
-            .query("SELECT name FROM system.tables WHERE database = currentDatabase() AND startsWith(name, ?)")
-            .bind(&self.prefix)
-            .fetch_all()
-            .await
-            .map_err(storage)?;
-        for t in tables {
-            self.client
-                .query(&format!("DROP TABLE IF EXISTS {t}"))
-                .execute()
-                .await
-                .map_err(storage)?;
-        }
-        Ok(())
-    }
 }
 
 pub(crate) fn storage(e: clickhouse::error::Error) -> ViewError {

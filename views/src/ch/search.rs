@@ -527,15 +527,7 @@ pub(super) async fn search(v: &ClickHouseViews, s: &RunSearch) -> Result<SearchP
             f.columns = values.iter_mut().map(|m| m.remove(&f.run.run)).collect();
         }
     }
-    let next = (found.len() == s.limit)
-        .then(|| {
-            found.last().map(|f| SearchCursor {
-                value: f.sort_value.clone(),
-                run: f.run.run.clone(),
-            })
-        })
-        .flatten();
-    Ok(SearchPage { runs: found, next })
+    Ok(SearchPage::new(found, s.limit))
 }
 
 #[derive(Row, Deserialize)]

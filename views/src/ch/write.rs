@@ -249,16 +249,21 @@ async fn insert_all<'r, T: Row + RowWrite>(
 
 /// The version of every row of a run: the position of its run's last event in the flush.
 struct Versions {
-    runs: HashMap<(String, String), u64>,
+    /// Project, then run.
+    runs: HashMap<String, HashMap<String, u64>>,
     /// For a row whose run has no event in the flush, which the fold never produces.
     fallback: u64,
 }
 
 impl Versions {
     fn of(batch: &RowBatch) -> Self {
-        let mut runs: HashMap<(String, String), u64> = HashMap::new();
+        let mut runs: HashMap<String, HashMap<String, u64>> = HashMap::new();
         for e in &batch.events {
-            let v = runs.entry((e.project.clone(), e.run.clone())).or_insert(0);
+            let v = runs
+                .entry(e.project.clone())
+                .or_default()
+                .entry(e.run.clone())
+                .or_insert(0);
             *v = (*v).max(version(e.offset, e.seq));
         }
         let fallback = batch
@@ -270,9 +275,11 @@ impl Versions {
         Self { runs, fallback }
     }
 
+    /// Looked up per row, so without allocating.
     fn get(&self, project: &str, run: &str) -> u64 {
         self.runs
-            .get(&(project.to_string(), run.to_string()))
+            .get(project)
+            .and_then(|r| r.get(run))
             .copied()
             .unwrap_or(self.fallback)
     }

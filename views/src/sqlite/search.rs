@@ -396,15 +396,7 @@ pub(super) fn search(c: &Connection, s: &RunSearch) -> Result<SearchPage, ViewEr
             .map(|col| column(c, &s.project, &f.run.run, col))
             .collect::<Result<_, _>>()?;
     }
-    let next = (found.len() == s.limit)
-        .then(|| {
-            found.last().map(|f| SearchCursor {
-                value: f.sort_value.clone(),
-                run: f.run.run.clone(),
-            })
-        })
-        .flatten();
-    Ok(SearchPage { runs: found, next })
+    Ok(SearchPage::new(found, s.limit))
 }
 
 /// A run's value of a column: an attribute as it is typed, a metric summary as a float (its
