@@ -127,7 +127,9 @@ pub fn dirty_buckets(steps: &[i64]) -> Vec<BTreeSet<i64>> {
 /// The step range a bucket of a level covers.
 pub fn bucket_range(level: usize, bucket: i64) -> (i64, i64) {
     let shift = LEVELS[level];
-    (bucket << shift, ((bucket + 1) << shift) - 1)
+    // Or-ing the low bits in, rather than computing the next bucket's start, keeps the last
+    // bucket (which holds i64::MAX) from overflowing.
+    (bucket << shift, (bucket << shift) | ((1 << shift) - 1))
 }
 
 /// How a read of `buckets` buckets over `from..=to` is served: from raw points (`None`) when
@@ -321,6 +323,10 @@ mod tests {
         assert_eq!(d[1].iter().copied().collect::<Vec<_>>(), vec![0, 4]);
         assert_eq!(d[4].iter().copied().collect::<Vec<_>>(), vec![0]);
         assert_eq!(bucket_range(1, 4), (4096, 5119));
+        for (level, shift) in LEVELS.iter().enumerate() {
+            assert_eq!(bucket_range(level, i64::MAX >> shift).1, i64::MAX, "level {level}");
+            assert_eq!(bucket_range(level, -1), (-(1 << shift), -1), "level {level}");
+        }
     }
 
     #[test]

@@ -27,7 +27,35 @@ use crate::*;
 enum Arg {
     Str(String),
     I64(i64),
-    F64(f64),
+}
+
+/// A float as a ClickHouse expression that reads back the same bits (but `-0` as `0`, which
+/// compares equal and must hash equal in `IN` sets and groups).
+///
+/// Written in the text rather than bound: the client prints floats in positional notation, which
+/// takes hundreds of digits for tiny numbers, and the server's literal parser refuses subnormal
+/// numbers, so those are scaled into the normal range and back by a power of two (exact both ways).
+fn float_sql(f: f64) -> String {
+    if f.is_nan() {
+        "nan".into()
+    } else if f.is_infinite() {
+        if f > 0.0 { "inf".into() } else { "-inf".into() }
+    } else if f == 0.0 {
+        "0e0".into()
+    } else if f.abs() < f64::MIN_POSITIVE {
+        format!("({:e} * exp2(-1000))", f * 2f64.powi(1000))
+    } else {
+        format!("{f:e}")
+    }
+}
+
+/// An integer-valued expression as Int64 the way Rust's `as i64` casts a float: NaN and
+/// infinities as 0 (no integer part to order by), out-of-range values saturated.
+fn saturating_int(v: &str) -> String {
+    format!(
+        "multiIf(isNaN({v}) OR isInfinite({v}), toInt64(0), {v} >= 9.223372036854775808e18, toInt64(9223372036854775807),
+                 {v} < -9.223372036854775808e18, toInt64(-9223372036854775807 - 1), toInt64({v}))"
+    )
 }
 
 /// SQL text with `?` placeholders and their values, in order.
@@ -64,11 +92,7 @@ impl Sql {
     fn lit(&mut self, l: &Literal) -> &mut Self {
         match l {
             Literal::Number(Number::Int(i)) => self.int(*i),
-            Literal::Number(Number::Float(f)) => {
-                self.text.push('?');
-                self.args.push(Arg::F64(*f));
-                self
-            }
+            Literal::Number(Number::Float(f)) => self.push(&float_sql(*f)),
             Literal::Str(s) => self.str(s),
             Literal::Bool(b) => self.int(i64::from(*b)),
             Literal::Datetime(t) => self.int(*t),
@@ -81,7 +105,6 @@ impl Sql {
             q = match a {
                 Arg::Str(s) => q.bind(s),
                 Arg::I64(i) => q.bind(i),
-                Arg::F64(f) => q.bind(f),
             };
         }
         q
@@ -107,43 +130,74 @@ fn runs_latest(q: &mut Sql, project: &str) {
 const RUN_OUT: &str = "run, r_name, r_experiment, r_parent, r_description, r_owner, r_state, r_message, r_created,
     r_updated, r_finished, r_heartbeat, r_deleted";
 
-/// The latest attribute `path` of each run that has it, columns prefixed `p`.
-fn attrs_latest(q: &mut Sql, project: &str, path: &str, p: &str) {
+/// `path = ?` for one path, `path IN (?, ..)` for several.
+fn paths_in(q: &mut Sql, paths: &[&str]) {
+    if let [one] = paths {
+        q.push(" AND path = ").str(one);
+        return;
+    }
+    q.push(" AND path IN (");
+    for (i, path) in paths.iter().enumerate() {
+        if i > 0 {
+            q.push(", ");
+        }
+        q.str(path);
+    }
+    q.push(")");
+}
+
+/// The latest attributes at `paths` of each run that has them, columns `run`, `{p}path` and
+/// the value's, prefixed `p`.
+fn attrs_latest(q: &mut Sql, project: &str, paths: &[&str], p: &str) {
     q.push(&format!(
-        "(SELECT run, argMax(vtype, ver) AS {p}t, argMax(i, ver) AS {p}i, argMax(f, ver) AS {p}f,
+        "(SELECT run, path AS {p}path, argMax(vtype, ver) AS {p}t, argMax(i, ver) AS {p}i, argMax(f, ver) AS {p}f,
           argMax(s, ver) AS {p}s, argMax(deleted, ver) AS {p}gone
          FROM {{t}}attributes WHERE project = "
     ))
-    .str(project)
-    .push(" AND path = ")
-    .str(path)
-    .push(&format!(" GROUP BY run HAVING {p}gone = 0)"));
+    .str(project);
+    paths_in(q, paths);
+    q.push(&format!(" GROUP BY run, path HAVING {p}gone = 0)"));
 }
 
-/// The latest summary of float series `path` of each run that has it, columns prefixed `p`.
-fn metric_latest(q: &mut Sql, project: &str, path: &str, p: &str) {
+/// The latest summaries of the float series at `paths` of each run that has them, columns
+/// `run`, `{p}path` and the summary's, prefixed `p`.
+fn metric_latest(q: &mut Sql, project: &str, paths: &[&str], p: &str) {
     q.push(&format!(
-        "(SELECT run, argMax(count, ver) AS {p}count, argMax(n_values, ver) AS {p}n, argMax(min, ver) AS {p}min,
-          argMax(max, ver) AS {p}max, argMax(sum, ver) AS {p}sum, argMax(last_value, ver) AS {p}last
+        "(SELECT run, path AS {p}path, argMax(count, ver) AS {p}count, argMax(n_values, ver) AS {p}n,
+          argMax(min, ver) AS {p}min, argMax(max, ver) AS {p}max, argMax(sum, ver) AS {p}sum,
+          argMax(last_value, ver) AS {p}last
          FROM {{t}}series WHERE project = "
     ))
-    .str(project)
-    .push(" AND path = ")
-    .str(path)
-    .push(" AND kind = 'float' GROUP BY run)");
+    .str(project);
+    paths_in(q, paths);
+    q.push(" AND kind = 'float' GROUP BY run, path)");
 }
 
-/// A metric summary's value and the condition that it has one (NaN is none).
-fn metric_value(agg: MetricAgg, p: &str) -> (String, String) {
+/// A metric summary's value (`-0` read as `0`), the condition that it has one (NaN is none),
+/// and whether the value is an integer (the point count).
+fn metric_value(agg: MetricAgg, p: &str) -> (String, String, bool) {
     match agg {
-        MetricAgg::Last => (format!("{p}last"), format!("({p}count > 0 AND NOT isNaN({p}last))")),
-        MetricAgg::Min => (format!("{p}min"), format!("({p}n > 0 AND NOT isNaN({p}min))")),
-        MetricAgg::Max => (format!("{p}max"), format!("({p}n > 0 AND NOT isNaN({p}max))")),
-        MetricAgg::Mean => (
-            format!("({p}sum / {p}n)"),
-            format!("({p}n > 0 AND NOT isNaN({p}sum / {p}n))"),
+        MetricAgg::Last => (
+            format!("({p}last + 0.)"),
+            format!("({p}count > 0 AND NOT isNaN({p}last))"),
+            false,
         ),
-        MetricAgg::Count => (format!("toFloat64({p}count)"), "1".to_string()),
+        MetricAgg::Min => (
+            format!("({p}min + 0.)"),
+            format!("({p}n > 0 AND NOT isNaN({p}min))"),
+            false,
+        ),
+        MetricAgg::Max => (
+            format!("({p}max + 0.)"),
+            format!("({p}n > 0 AND NOT isNaN({p}max))"),
+            false,
+        ),
+        MetricAgg::Mean => (
+            format!("({p}sum / {p}n + 0.)"),
+            format!("({p}n > 0 AND NOT isNaN({p}sum / {p}n))"),
+            false,
+        ),
+        MetricAgg::Count => (format!("toInt64({p}count)"), "1".to_string(), true),
     }
 }
 
@@ -168,13 +222,57 @@ fn system_value(f: SystemField) -> (&'static str, &'static str) {
     }
 }
 
-/// `key op literal` and the like for one comparison filter.
-fn predicate(q: &mut Sql, key: &str, f: &Filter) {
+/// A `like` pattern as the server reads it: the contract's `\c` is the character `c` whatever
+/// it is, while the server accepts escapes only before `%`, `_` and `\` (and refuses others); a
+/// trailing lone `\` is a literal backslash.
+fn like_pattern(pattern: &str) -> String {
+    let mut out = String::with_capacity(pattern.len() + 2);
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        let c = chars.next().unwrap_or('\\');
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The literals of an `IN` list that a key of the given type can equal, as that type: an
+/// Int64 key takes integers and integral floats in range, a Float64 key floats and the integers
+/// a float holds exactly (the server converts a set to the key's type, which would round).
+fn in_list(values: &[Literal], int_key: bool) -> Vec<Literal> {
+    values
+        .iter()
+        .filter_map(|v| match *v {
+            Literal::Number(Number::Int(i)) if !int_key => {
+                ((i as f64) as i128 == i128::from(i)).then_some(Literal::Number(Number::Float(i as f64)))
+            }
+            Literal::Number(Number::Float(f)) if int_key => (f.fract() == 0.0
+                && (-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&f))
+            .then_some(Literal::Number(Number::Int(f as i64))),
+            _ => Some(v.clone()),
+        })
+        .collect()
+}
+
+/// `key op literal` and the like for one comparison filter; `int_key` says whether the key is
+/// an Int64 (else a Float64, for numbers).
+fn predicate(q: &mut Sql, key: &str, f: &Filter, int_key: bool) {
     match f {
         Filter::Compare { op, value, .. } => {
             q.push(&format!("{key} {} ", op.sql())).lit(value);
         }
         Filter::In { values, negated, .. } => {
+            let values = in_list(values, int_key);
+            if values.is_empty() {
+                q.push(if *negated { "1" } else { "0" });
+                return;
+            }
             q.push(&format!("{key} {}IN (", if *negated { "NOT " } else { "" }));
             for (i, v) in values.iter().enumerate() {
                 if i > 0 {
@@ -199,27 +297,41 @@ fn predicate(q: &mut Sql, key: &str, f: &Filter) {
             ..
         } => {
             q.push(if *negated { "NOT " } else { "" });
+            let pattern = like_pattern(pattern);
             if *fold_case {
-                q.push(&format!("like(lower({key}), lower(")).str(pattern).push("))");
+                q.push(&format!("like(lower({key}), lower(")).str(&pattern).push("))");
             } else {
-                q.push(&format!("like({key}, ")).str(pattern).push(")");
+                q.push(&format!("like({key}, ")).str(&pattern).push(")");
             }
         }
         _ => unreachable!("predicate of a non-comparison"),
     }
 }
 
-/// An attribute's value of a class (as the `a` columns hold it) and the condition that the
-/// attribute is of that class with a value.
-fn attr_value(c: Class) -> (&'static str, &'static str) {
-    match c {
-        Class::Number => (
-            "if(a_t = 'int', toFloat64(a_i), a_f)",
-            "(a_t = 'int' OR (a_t = 'float' AND NOT isNaN(a_f)))",
-        ),
-        Class::String => ("a_s", "a_t = 'string'"),
-        Class::Bool => ("a_i", "a_t = 'bool'"),
-        Class::Datetime => ("a_i", "a_t = 'datetime'"),
+/// A comparison on an attribute (the `a_` columns): a number is compared as the integer or the
+/// float it is stored as, exactly (never through a float, which would round integers past
+/// 2^53); other classes hold only for attributes of their type.
+fn attr_predicate(q: &mut Sql, f: &Filter) {
+    match f.literal_class() {
+        Class::Number => {
+            q.push("((a_t = 'int' AND ");
+            predicate(q, "a_i", f, true);
+            q.push(") OR (a_t = 'float' AND NOT isNaN(a_f) AND ");
+            predicate(q, "(a_f + 0.)", f, false);
+            q.push("))");
+        }
+        Class::String => {
+            q.push("a_t = 'string' AND ");
+            predicate(q, "a_s", f, false);
+        }
+        Class::Bool => {
+            q.push("a_t = 'bool' AND ");
+            predicate(q, "a_i", f, true);
+        }
+        Class::Datetime => {
+            q.push("a_t = 'datetime' AND ");
+            predicate(q, "a_i", f, true);
+        }
     }
 }
 
@@ -254,23 +366,22 @@ fn compile(q: &mut Sql, project: &str, f: &Filter) {
             Field::System(s) => {
                 let (key, has) = system_value(*s);
                 q.push(&format!("({has} AND ifNull("));
-                predicate(q, key, f);
+                predicate(q, key, f, s.class() != Class::Number);
                 q.push(", 0))");
             }
             Field::Attr(path) => {
-                let (key, has) = attr_value(f.literal_class());
                 q.push("run IN (SELECT run FROM ");
-                attrs_latest(q, project, path, "a_");
-                q.push(&format!(" WHERE {has} AND "));
-                predicate(q, key, f);
+                attrs_latest(q, project, &[path], "a_");
+                q.push(" WHERE ");
+                attr_predicate(q, f);
                 q.push(")");
             }
             Field::Metric(path, agg) => {
-                let (key, has) = metric_value(*agg, "m_");
+                let (key, has, int) = metric_value(*agg, "m_");
                 q.push("run IN (SELECT run FROM ");
-                metric_latest(q, project, path, "m_");
+                metric_latest(q, project, &[path], "m_");
                 q.push(&format!(" WHERE {has} AND "));
-                predicate(q, &key, f);
+                predicate(q, &key, f, int);
                 q.push(")");
             }
         },
@@ -280,12 +391,12 @@ fn compile(q: &mut Sql, project: &str, f: &Filter) {
             }
             Field::Attr(path) => {
                 q.push("run IN (SELECT run FROM ");
-                attrs_latest(q, project, path, "a_");
+                attrs_latest(q, project, &[path], "a_");
                 q.push(")");
             }
             Field::Metric(path, _) => {
                 q.push("run IN (SELECT run FROM ");
-                metric_latest(q, project, path, "m_");
+                metric_latest(q, project, &[path], "m_");
                 q.push(")");
             }
         },
@@ -309,10 +420,11 @@ fn compile(q: &mut Sql, project: &str, f: &Filter) {
                     q.push(")");
                 }
                 TagTest::Like { pattern, fold_case } => {
+                    let pattern = like_pattern(pattern);
                     if *fold_case {
-                        q.push(" AND like(lower(tag), lower(").str(pattern).push("))");
+                        q.push(" AND like(lower(tag), lower(").str(&pattern).push("))");
                     } else {
-                        q.push(" AND like(tag, ").str(pattern).push(")");
+                        q.push(" AND like(tag, ").str(&pattern).push(")");
                     }
                 }
             }
@@ -365,8 +477,8 @@ fn with_key(q: &mut Sql, project: &str, field: &Field, p: &str, inner: impl FnOn
                 Class::Number => (
                     format!("if({has}, 1, 0)"),
                     "0".to_string(),
-                    format!("if({has}, toFloat64({v}), 0.0)"),
-                    format!("if({has}, toInt64({v}), 0)"),
+                    format!("if({has}, toFloat64({v}) + 0., 0.0)"),
+                    format!("if({has}, {}, 0)", saturating_int(&format!("toFloat64({v})"))),
                     "''".to_string(),
                 ),
                 Class::Bool | Class::Datetime => (
@@ -392,20 +504,20 @@ fn with_key(q: &mut Sql, project: &str, field: &Field, p: &str, inner: impl FnOn
                    toUInt8(multiIf(a_t IN ('int', 'bool', 'datetime'), 1, a_t = 'float' AND NOT isNaN(a_f), 1,
                            a_t = 'string', 2, 0)) AS {p}rank,
                    toUInt8(a_t IN ('int', 'bool', 'datetime')) AS {p}int,
-                   if(a_t = 'float', if(isNaN(a_f), 0.0, a_f), toFloat64(a_i)) AS {p}f,
-                   if(a_t = 'float', if(isNaN(a_f) OR isInfinite(a_f), 0, toInt64(a_f)), a_i) AS {p}i,
-                   if(a_t = 'string', a_s, '') AS {p}s FROM "
+                   if(a_t = 'float', if(isNaN(a_f), 0.0, a_f + 0.), toFloat64(a_i)) AS {p}f,
+                   if(a_t = 'float', {}, a_i) AS {p}i,
+                   if(a_t = 'string', a_s, '') AS {p}s FROM ",
+                saturating_int("a_f")
             ));
-            attrs_latest(q, project, path, "a_");
+            attrs_latest(q, project, &[path], "a_");
             q.push(") USING run)");
         }
         Field::Metric(path, agg) => {
-            let (v, has) = metric_value(*agg, "m_");
-            let int = matches!(agg, MetricAgg::Count);
+            let (v, has, int) = metric_value(*agg, "m_");
             let i = if int {
-                "toInt64(m_count)".to_string()
+                v.clone()
             } else {
-                format!("if({has} AND NOT isInfinite({v}), toInt64({v}), 0)")
+                format!("if({has}, {}, 0)", saturating_int(&v))
             };
             q.push("(SELECT * FROM ");
             inner(q);
@@ -414,7 +526,7 @@ fn with_key(q: &mut Sql, project: &str, field: &Field, p: &str, inner: impl FnOn
                    if({has}, toFloat64({v}), 0.0) AS {p}f, {i} AS {p}i, '' AS {p}s FROM ",
                 u8::from(int)
             ));
-            metric_latest(q, project, path, "m_");
+            metric_latest(q, project, &[path], "m_");
             q.push(") USING run)");
         }
     }
@@ -458,7 +570,7 @@ fn cursor_key(v: &Option<SortValue>) -> (i64, i64, f64, i64, String) {
         Some(SortValue::Int(i)) => (0, 1, *i as f64, *i, String::new()),
         Some(SortValue::Float(f)) => {
             let i = if f.is_finite() { *f as i64 } else { 0 };
-            (0, 1, *f, i, String::new())
+            (0, 1, *f + 0.0, i, String::new())
         }
         Some(SortValue::Str(s)) => (0, 2, 0.0, 0, s.clone()),
     }
@@ -559,11 +671,11 @@ async fn column(
                 .push(", run, ")
                 .str(path)
                 .push(", a_t, a_i, a_f, a_s, a_gone, toUInt64(0) FROM ");
-            attrs_latest(&mut q, project, path, "a_");
+            attrs_latest(&mut q, project, &[path], "a_");
         }
         Field::Metric(path, _) => {
             q.push("SELECT run, m_count, m_n, m_min, m_max, m_sum, m_last FROM ");
-            metric_latest(&mut q, project, path, "m_");
+            metric_latest(&mut q, project, &[path], "m_");
         }
     }
     q.push(" WHERE run IN (");
@@ -583,12 +695,13 @@ async fn column(
         }
         Field::Metric(_, agg) => {
             for m in q.query(v).fetch_all::<MetricRec>().await.map_err(storage)? {
-                let some = m.n > 0;
+                // As on SQLite, which keeps the last value's bits but stores no NaN summary.
+                let number = |x: f64| (m.n > 0 && !x.is_nan()).then_some(Value::Float(x));
                 let value = match agg {
                     MetricAgg::Last => (m.count > 0).then_some(Value::Float(m.last)),
-                    MetricAgg::Min => some.then_some(Value::Float(m.min)),
-                    MetricAgg::Max => some.then_some(Value::Float(m.max)),
-                    MetricAgg::Mean => some.then(|| Value::Float(m.sum / m.n as f64)),
+                    MetricAgg::Min => number(m.min),
+                    MetricAgg::Max => number(m.max),
+                    MetricAgg::Mean => number(m.sum / m.n as f64),
                     MetricAgg::Count => Some(Value::Int(m.count as i64)),
                 };
                 if let Some(value) = value {
@@ -601,60 +714,102 @@ async fn column(
     Ok(out)
 }
 
-/// A field's numeric value per run (for aggregates), as columns `{p}has` and `{p}v`.
-fn with_number(q: &mut Sql, project: &str, field: &Field, p: &str, inner: impl FnOnce(&mut Sql)) {
-    match field {
-        Field::System(s) => {
-            let (v, has) = system_value(*s);
-            let numeric = matches!(s.class(), Class::Number | Class::Datetime | Class::Bool);
-            let (has, v) = if numeric {
-                (has.to_string(), format!("if({has}, toFloat64({v}), 0.0)"))
-            } else {
-                ("0".to_string(), "0.0".to_string())
-            };
-            q.push(&format!("(SELECT *, toUInt8({has}) AS {p}has, {v} AS {p}v FROM "));
-            inner(q);
+/// The aggregated fields' numeric values per run, as columns `x{n}has` and `x{n}v` for the
+/// n-th aggregate (from 1), over the runs `inner` selects.
+///
+/// Whatever their number, the values take at most three levels: system fields are computed over
+/// the run columns, and all attributes (and all metrics) arrive in one join each, pivoted from
+/// one row per run and path to one row per run (a server allows a bounded depth of subqueries).
+fn with_aggregates(q: &mut Sql, project: &str, fields: &[Field], inner: impl FnOnce(&mut Sql)) {
+    let numbered = || fields.iter().enumerate().map(|(i, f)| (i + 1, f));
+    let mut system = Vec::new();
+    let (mut attrs, mut metrics) = (Vec::new(), Vec::new());
+    for (n, f) in numbered() {
+        match f {
+            Field::System(s) => system.push((n, *s)),
+            Field::Attr(path) => attrs.push((n, path.as_str())),
+            Field::Metric(path, agg) => metrics.push((n, path.as_str(), *agg)),
+        }
+    }
+    // A join's right side: one row per run, two columns per aggregate.
+    fn pivot<'a>(
+        q: &mut Sql,
+        wanted: impl Iterator<Item = (usize, &'a str, String, String)>,
+        latest: impl FnOnce(&mut Sql),
+    ) {
+        q.push(" ANY LEFT JOIN (SELECT run");
+        for (n, path, has, v) in wanted {
+            q.push(&format!(", toUInt8(maxIf({has}, x_path = ")).str(path);
+            q.push(&format!(")) AS x{n}has, maxIf({v}, x_path = ")).str(path);
+            q.push(&format!(" AND {has}) AS x{n}v"));
+        }
+        q.push(" FROM ");
+        latest(q);
+        q.push(" GROUP BY run) USING run");
+    }
+    fn paths(mut v: Vec<&str>) -> Vec<&str> {
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+    let attr_paths = paths(attrs.iter().map(|a| a.1).collect());
+    let metric_paths = paths(metrics.iter().map(|m| m.1).collect());
+    let attr_wanted = attrs.iter().map(|&(n, path)| {
+        (
+            n,
+            path,
+            "toUInt8(a_t = 'int' OR (a_t = 'float' AND NOT isNaN(a_f)))".to_string(),
+            "if(a_t = 'int', toFloat64(a_i), a_f)".to_string(),
+        )
+    });
+    let metric_wanted = metrics.iter().map(|&(n, path, agg)| {
+        let (v, has, _) = metric_value(agg, "m_");
+        (n, path, format!("toUInt8({has})"), format!("toFloat64({v})"))
+    });
+    if !metrics.is_empty() {
+        q.push("(SELECT * FROM ");
+    }
+    if !attrs.is_empty() {
+        q.push("(SELECT * FROM ");
+    }
+    q.push("(SELECT *");
+    for (n, s) in &system {
+        let (v, has) = system_value(*s);
+        let (has, v) = if matches!(s.class(), Class::Number | Class::Datetime | Class::Bool) {
+            (has.to_string(), format!("if({has}, toFloat64({v}), 0.0)"))
+        } else {
+            ("0".to_string(), "0.0".to_string())
+        };
+        q.push(&format!(", toUInt8({has}) AS x{n}has, {v} AS x{n}v"));
+    }
+    q.push(" FROM ");
+    inner(q);
+    q.push(")");
+    if !attrs.is_empty() {
+        pivot(q, attr_wanted, |q| {
+            q.push("(SELECT run, a_path AS x_path, a_t, a_i, a_f FROM ");
+            attrs_latest(q, project, &attr_paths, "a_");
             q.push(")");
-        }
-        Field::Attr(path) => {
-            q.push("(SELECT * FROM ");
-            inner(q);
-            q.push(&format!(
-                " ANY LEFT JOIN (SELECT run, toUInt8(a_t = 'int' OR (a_t = 'float' AND NOT isNaN(a_f))) AS {p}has,
-                   if(a_t = 'int', toFloat64(a_i), a_f) AS {p}v FROM "
-            ));
-            attrs_latest(q, project, path, "a_");
-            q.push(") USING run)");
-        }
-        Field::Metric(path, agg) => {
-            let (v, has) = metric_value(*agg, "m_");
-            q.push("(SELECT * FROM ");
-            inner(q);
-            q.push(&format!(
-                " ANY LEFT JOIN (SELECT run, toUInt8({has}) AS {p}has, toFloat64({v}) AS {p}v FROM "
-            ));
-            metric_latest(q, project, path, "m_");
-            q.push(") USING run)");
-        }
+        });
+        q.push(")");
+    }
+    if !metrics.is_empty() {
+        pivot(q, metric_wanted, |q| {
+            q.push("(SELECT *, m_path AS x_path FROM ");
+            metric_latest(q, project, &metric_paths, "m_");
+            q.push(")");
+        });
+        q.push(")");
     }
 }
 
 pub(super) async fn group(v: &ClickHouseViews, g: &RunGrouping) -> Result<Groups, ViewError> {
-    // Runs, then the key joined on, then each aggregate's values joined on, one join per level
-    // (old servers take one JOIN per SELECT).
-    fn nest(q: &mut Sql, g: &RunGrouping, n: usize) {
-        if n == 0 {
-            with_key(q, &g.project, &g.by, "k", |q| runs_latest(q, &g.project));
-        } else {
-            with_number(q, &g.project, &g.aggregates[n - 1], &format!("x{n}"), |q| {
-                nest(q, g, n - 1)
-            });
-        }
-    }
     let mut q = Sql::new();
+    // Keys that compare equal group together: an integer and the float of the same value differ
+    // only in `kint`, so it is not grouped by.
     let mut cols = vec![
         "krank".to_string(),
-        "kint".into(),
+        "max(kint)".into(),
         "kf".into(),
         "ki".into(),
         "ks".into(),
@@ -666,10 +821,12 @@ pub(super) async fn group(v: &ClickHouseViews, g: &RunGrouping) -> Result<Groups
         ));
     }
     q.push(&format!("SELECT {} FROM ", cols.join(", ")));
-    nest(&mut q, g, g.aggregates.len());
+    with_aggregates(&mut q, &g.project, &g.aggregates, |q| {
+        with_key(q, &g.project, &g.by, "k", |q| runs_latest(q, &g.project))
+    });
     q.push(" WHERE ");
     scope(&mut q, &g.project, &g.filter, g.include_deleted);
-    q.push(" GROUP BY krank, kint, kf, ki, ks ORDER BY krank = 0, krank, kf, ki, ks LIMIT ")
+    q.push(" GROUP BY krank, kf, ki, ks ORDER BY krank = 0, krank, kf, ki, ks LIMIT ")
         .int(g.limit.min(i64::MAX as usize - 1) as i64 + 1);
     let mut cursor = q.query(v).fetch_bytes("RowBinary").map_err(storage)?;
     let bytes = cursor.collect().await.map_err(storage)?;
@@ -736,4 +893,62 @@ fn decode_groups(mut b: &[u8], aggregates: usize) -> Result<Vec<Group>, ViewErro
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn floats_are_written_short_and_exact() {
+        assert_eq!(float_sql(0.25), "2.5e-1");
+        assert_eq!(float_sql(-0.0), "0e0");
+        assert_eq!(
+            float_sql(1e-310),
+            format!("({:e} * exp2(-1000))", 1e-310 * 2f64.powi(1000))
+        );
+        assert_eq!(float_sql(f64::INFINITY), "inf");
+        assert_eq!(float_sql(f64::NEG_INFINITY), "-inf");
+        assert!(float_sql(f64::MIN_POSITIVE).len() < 30);
+        // Scaling a subnormal into range and back loses nothing.
+        for f in [5e-324, -1e-310, 2.225_073_858_507_201e-308] {
+            assert_eq!(f * 2f64.powi(1000) * 2f64.powi(-1000), f);
+        }
+    }
+
+    #[test]
+    fn like_escapes_become_the_servers() {
+        assert_eq!(like_pattern(r"a\%b"), r"a\%b");
+        assert_eq!(like_pattern(r"a\_b"), r"a\_b");
+        assert_eq!(like_pattern(r"a\\b"), r"a\\b");
+        assert_eq!(like_pattern(r"\adam"), "adam");
+        assert_eq!(like_pattern(r"end\"), r"end\\");
+        assert_eq!(like_pattern("a%b_"), "a%b_");
+    }
+
+    #[test]
+    fn in_lists_keep_only_what_the_key_type_can_equal() {
+        let int = |i| Literal::Number(Number::Int(i));
+        let float = |f| Literal::Number(Number::Float(f));
+        let values = [
+            int(3),
+            int(9_007_199_254_740_993),
+            int(i64::MAX),
+            float(2.0),
+            float(2.5),
+            float(1e19),
+        ];
+        assert_eq!(
+            in_list(&values, true),
+            vec![int(3), int(9_007_199_254_740_993), int(i64::MAX), int(2)]
+        );
+        assert_eq!(
+            in_list(&values, false),
+            vec![float(3.0), float(2.0), float(2.5), float(1e19)]
+        );
+        assert_eq!(
+            in_list(&[Literal::Str("x".into())], true),
+            vec![Literal::Str("x".into())]
+        );
+    }
 }

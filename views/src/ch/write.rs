@@ -855,15 +855,19 @@ async fn write_string_series(views: &ClickHouseViews, batch: &RowBatch, ver: &Ve
     )
     .await?;
     // Summaries from the stored lines, now that this flush's are among them.
-    let mut q = views.sql(&format!(
-        "SELECT project, run, path, uniqExact(step), min(step), max(step), argMax(time_ms, (step, ver))
-         FROM {{t}}lines WHERE (project, run, path) IN ({}) GROUP BY project, run, path",
-        vec!["(?, ?, ?)"; batch.string_series.len()].join(", ")
-    ));
-    for s in &batch.string_series {
-        q = q.bind(&s.key.project).bind(&s.key.run).bind(&s.key.path);
+    // In chunks, so that a flush touching many series keeps each statement small.
+    let mut rows = Vec::new();
+    for chunk in batch.string_series.chunks(500) {
+        let mut q = views.sql(&format!(
+            "SELECT project, run, path, uniqExact(step), min(step), max(step), argMax(time_ms, (step, ver))
+             FROM {{t}}lines WHERE (project, run, path) IN ({}) GROUP BY project, run, path",
+            vec!["(?, ?, ?)"; chunk.len()].join(", ")
+        ));
+        for s in chunk {
+            q = q.bind(&s.key.project).bind(&s.key.run).bind(&s.key.path);
+        }
+        rows.extend(q.fetch_all::<LineSummary>().await.map_err(storage)?);
     }
-    let rows = q.fetch_all::<LineSummary>().await.map_err(storage)?;
     insert_all::<SeriesRec<'_>>(
         views,
         "series",
