@@ -20,6 +20,12 @@ struct Cli {
 enum Command {
     /// Run every role (ingest, projector, query) in one process.
     Serve(ConfigArgs),
+    /// Accept writes: append events to the log, store files. Scale it like any web service.
+    Ingest(ConfigArgs),
+    /// Fold the log into the views. Projectors share the log's partitions between them.
+    Project(ConfigArgs),
+    /// Answer reads from the views: search, series, lineage, the web UI.
+    Query(ConfigArgs),
     /// Replay the whole log into a fresh generation of views, then make it the current one.
     /// Run it while `serve` is stopped; the next `serve` reads the new generation.
     Rebuild(ConfigArgs),
@@ -36,7 +42,10 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let env: std::collections::HashMap<String, String> = std::env::vars().collect();
     match cli.command {
-        Command::Serve(args) => serve::serve(Config::resolve(args, &env)?).await,
+        Command::Serve(args) => serve::serve(Config::resolve(args, &env)?, serve::Roles::ALL).await,
+        Command::Ingest(args) => serve::serve(Config::resolve(args, &env)?, serve::Roles::INGEST).await,
+        Command::Project(args) => serve::serve(Config::resolve(args, &env)?, serve::Roles::PROJECT).await,
+        Command::Query(args) => serve::serve(Config::resolve(args, &env)?, serve::Roles::QUERY).await,
         Command::Rebuild(args) => rebuild(Config::resolve(args, &env)?).await,
         Command::Dump(args) => {
             let cfg = Config::resolve(args, &env)?;

@@ -1,4 +1,7 @@
-//! `runstream serve`: every role in one process, on the embedded default unless told otherwise.
+//! `runstream serve`: every role in one process, on the embedded default unless told otherwise;
+//! `runstream ingest`, `project` and `query`: one role each, for deployments that scale them
+//! apart. Every role answers `/healthz` (the process is up) and `/readyz` (it can reach what it
+//! needs).
 
 use std::sync::Arc;
 
@@ -26,21 +29,57 @@ pub fn open_blobs(url: &str) -> anyhow::Result<Arc<dyn ObjectStore>> {
     anyhow::bail!("blob store url {url:?} is not supported (expected file://PATH)")
 }
 
-pub async fn serve(cfg: Config) -> anyhow::Result<()> {
+/// Which roles a process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    pub ingest: bool,
+    pub project: bool,
+    pub query: bool,
+}
+
+impl Roles {
+    pub const ALL: Roles = Roles {
+        ingest: true,
+        project: true,
+        query: true,
+    };
+    pub const INGEST: Roles = Roles {
+        ingest: true,
+        project: false,
+        query: false,
+    };
+    pub const PROJECT: Roles = Roles {
+        ingest: false,
+        project: true,
+        query: false,
+    };
+    pub const QUERY: Roles = Roles {
+        ingest: false,
+        project: false,
+        query: true,
+    };
+}
+
+pub async fn serve(cfg: Config, roles: Roles) -> anyhow::Result<()> {
     std::fs::create_dir_all(&cfg.data).with_context(|| format!("creating data folder {}", cfg.data.display()))?;
     let log = runstream_log::open(&cfg.log_url, "events", cfg.partitions).await?;
     let registry_log = runstream_log::open(&cfg.log_url, "registry", 1).await?;
     let registry = Arc::new(Registry::new());
     let mut registry_next = registry_follow::load(registry_log.as_ref(), &registry, 0).await?;
 
-    let created = runstream_ingest::bootstrap(
-        registry_log.clone(),
-        &registry,
-        WorkspaceId::new("default")?,
-        ProjectId::new("default")?,
-        cfg.admin_token.clone(),
-    )
-    .await?;
+    // The first start creates the default workspace; ingest owns writes, so only it does.
+    let created = if !roles.ingest {
+        None
+    } else {
+        runstream_ingest::bootstrap(
+            registry_log.clone(),
+            &registry,
+            WorkspaceId::new("default")?,
+            ProjectId::new("default")?,
+            cfg.admin_token.clone(),
+        )
+        .await?
+    };
     if let Some(b) = &created {
         let token_file = cfg.data.join("admin-token");
         std::fs::write(&token_file, format!("{}\n", b.token)).context("writing the admin token file")?;
@@ -55,7 +94,11 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
             b.token,
             cfg.listen
         );
-    } else if let Some(token) = cfg.admin_token.as_ref().filter(|t| registry.authenticate(t).is_err()) {
+    } else if let Some(token) = cfg
+        .admin_token
+        .as_ref()
+        .filter(|t| roles.ingest && registry.authenticate(t).is_err())
+    {
         runstream_ingest::register_admin_token(registry_log.clone(), &registry, token).await?;
         tracing::info!("registered RUNSTREAM_ADMIN_TOKEN as an admin token");
     }
@@ -68,11 +111,11 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let blobs = open_blobs(&cfg.blobs_url)?;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let projector = Projector::new(log.clone(), views.clone(), ProjectorConfig::default());
-    let projector_task = {
+    let projector_task = roles.project.then(|| {
+        let projector = Projector::new(log.clone(), views.clone(), ProjectorConfig::default());
         let rx = shutdown_rx.clone();
         tokio::spawn(async move { projector.run(rx).await })
-    };
+    });
     let follower = tokio::spawn(registry_follow::follow(
         registry_log.clone(),
         registry.clone(),
@@ -98,13 +141,22 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         blobs,
         registry,
     };
-    let app = Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .merge(runstream_ingest::router(ingest))
-        .merge(runstream_query::router(query))
-        .fallback(|method: axum::http::Method, uri: axum::http::Uri| async move {
-            runstream_http::ApiError::not_found(format!("no route for {method} {}", uri.path()))
-        });
+    let mut app = Router::new().route("/healthz", get(|| async { "ok\n" })).route(
+        "/readyz",
+        get({
+            let (log, views) = (query.log.clone(), query.views.clone());
+            move || ready(log.clone(), views.clone())
+        }),
+    );
+    if roles.ingest {
+        app = app.merge(runstream_ingest::router(ingest));
+    }
+    if roles.query {
+        app = app.merge(runstream_query::router(query));
+    }
+    let app = app.fallback(|method: axum::http::Method, uri: axum::http::Uri| async move {
+        runstream_http::ApiError::not_found(format!("no route for {method} {}", uri.path()))
+    });
 
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
@@ -117,14 +169,38 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
 
     // Requests in flight have been answered; everything acknowledged is in the log already.
     let _ = shutdown_tx.send(true);
-    match projector_task.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::error!(error = %e, "projector stopped with an error"),
-        Err(e) => tracing::error!(error = %e, "projector task failed"),
+    let projector_task = match projector_task {
+        Some(t) => Some(t.await),
+        None => None,
+    };
+    match projector_task {
+        None | Some(Ok(Ok(()))) => {}
+        Some(Ok(Err(e))) => tracing::error!(error = %e, "projector stopped with an error"),
+        Some(Err(e)) => tracing::error!(error = %e, "projector task failed"),
     }
     let _ = follower.await;
     eprintln!("runstream stopped");
     Ok(())
+}
+
+/// Ready when the log and the views answer: a load balancer stops sending requests to a
+/// process that cannot serve them, with the reason in the body.
+async fn ready(
+    log: Arc<dyn runstream_log::EventLog>,
+    views: Arc<dyn runstream_views::ViewStore>,
+) -> (axum::http::StatusCode, String) {
+    use axum::http::StatusCode;
+    let within = std::time::Duration::from_secs(5);
+    match tokio::time::timeout(within, log.end_offsets()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return (StatusCode::SERVICE_UNAVAILABLE, format!("log: {e}\n")),
+        Err(_) => return (StatusCode::SERVICE_UNAVAILABLE, "log: no answer within 5 s\n".into()),
+    }
+    match tokio::time::timeout(within, views.checkpoint()).await {
+        Ok(Ok(_)) => (StatusCode::OK, "ready\n".into()),
+        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("views: {e}\n")),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "views: no answer within 5 s\n".into()),
+    }
 }
 
 #[cfg(unix)]

@@ -19,8 +19,16 @@ pub struct Server {
 impl Server {
     /// Starts `runstream serve` on a fresh port with `data` as its data folder.
     pub fn start(data: &Path) -> Server {
+        Server::start_role("serve", data, &[])
+    }
+
+    /// Starts `runstream ROLE` (`serve`, `ingest`, `project`, `query`) on a fresh port with
+    /// `data` as its data folder and more flags.
+    pub fn start_role(role: &str, data: &Path, flags: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_runstream"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .args([role, "--listen", "127.0.0.1:0"])
+            .args(flags)
+            .arg("--data")
             .arg(data)
             .env("RUNSTREAM_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("RUNSTREAM_LOG", "warn")

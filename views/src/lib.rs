@@ -32,7 +32,7 @@ use runstream_schema::EventId;
 pub enum ViewError {
     #[error("view storage failed: {0}")]
     Storage(String),
-    #[error("views url {0:?} is not supported (expected sqlite://PATH)")]
+    #[error("views url {0:?} is not supported (expected sqlite://PATH or clickhouse://HOST:PORT/DATABASE)")]
     UnsupportedUrl(String),
     #[error("views schema version {found} is newer than this build's {supported}")]
     SchemaTooNew { found: i64, supported: i64 },
@@ -118,10 +118,14 @@ pub trait ViewStore: Send + Sync + 'static {
     async fn dump(&self) -> Result<String, ViewError>;
 }
 
-/// Opens views by URL: `sqlite://PATH`.
+/// Opens views by URL: `sqlite://PATH` (the embedded default) or
+/// `clickhouse://[USER[:PASSWORD]@]HOST:HTTP_PORT[/DATABASE][?generation=NAME]`.
 pub async fn open(url: &str) -> Result<Arc<dyn ViewStore>, ViewError> {
     if let Some(path) = url.strip_prefix("sqlite://") {
         return Ok(Arc::new(SqliteViews::open(path).await?));
+    }
+    if url.starts_with("clickhouse://") {
+        return Ok(Arc::new(ClickHouseViews::open(url).await?));
     }
     Err(ViewError::UnsupportedUrl(url.to_string()))
 }
