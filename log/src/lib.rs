@@ -9,11 +9,13 @@
 //! Implementations are chosen by URL ([`open`]); every one passes the contract suite in
 //! `tests/contract.rs`.
 
+mod kafka;
 mod sqlite;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use kafka::{KafkaLog, KafkaUrl};
 pub use sqlite::SqliteLog;
 
 /// Where a record sits in the log.
@@ -45,7 +47,7 @@ pub enum LogError {
     Unavailable(String),
     #[error("invalid log request: {0}")]
     Invalid(String),
-    #[error("log url {0:?} is not supported (expected sqlite://PATH)")]
+    #[error("log url {0:?} is not supported (expected sqlite://PATH or kafka://HOST:PORT)")]
     UnsupportedUrl(String),
     #[error("the log is shut down")]
     Closed,
@@ -87,12 +89,16 @@ pub fn partition_for(key: &str, partitions: u32) -> u32 {
     (h % u64::from(partitions.max(1))) as u32
 }
 
-/// Opens a log by URL: `sqlite://PATH` (a file, created if missing). `topic` names the stream
+/// Opens a log by URL: `sqlite://PATH` (a file, created if missing) or
+/// `kafka://HOST:PORT[,HOST:PORT...][/PREFIX][?replication=N]` (see [`KafkaLog`]). `topic` names the stream
 /// (`events`, `registry`); `partitions` is used when the topic is created.
 pub async fn open(url: &str, topic: &str, partitions: u32) -> Result<Arc<dyn EventLog>, LogError> {
     if let Some(path) = url.strip_prefix("sqlite://") {
         let log = SqliteLog::open(path, topic, partitions).await?;
         return Ok(Arc::new(log));
+    }
+    if url.starts_with("kafka://") {
+        return Ok(Arc::new(KafkaLog::open(url, topic, partitions).await?));
     }
     Err(LogError::UnsupportedUrl(url.to_string()))
 }

@@ -1,0 +1,325 @@
+//! The event log on Apache Kafka (or any broker speaking its protocol).
+//!
+//! A runstream topic (`events`, `registry`) is the Kafka topic `PREFIX.TOPIC`, created on first
+//! open with the configured partition count; a topic that exists keeps its own count. Records go
+//! to the partition [`partition_for`] their key gives, the same as on SQLite, so a run's events
+//! keep their order. The producer is idempotent with `acks=all`: an append returns only once every
+//! in-sync replica has the records, and a retry inside the producer never writes one twice.
+//! Positions are (partition, offset), Kafka's own.
+//!
+//! Reads go through one consumer per partition, assigned (no group, no committed offsets: the
+//! views keep their positions with their rows) and moved with `seek` when a read does not start
+//! where the last one ended.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+use crate::{AppendRecord, EventLog, LogError, LogRecord, Position, partition_for};
+
+/// How long a metadata or watermark request may take before the broker counts as unavailable.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest record accepted; event batches are bounded well below it by ingest.
+const MAX_RECORD_BYTES: usize = 16 * 1024 * 1024;
+
+/// Where the log lives, parsed from `kafka://HOST:PORT[,HOST:PORT...][/PREFIX][?replication=N]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KafkaUrl {
+    pub brokers: String,
+    pub prefix: String,
+    pub replication: i32,
+}
+
+impl KafkaUrl {
+    pub fn parse(url: &str) -> Result<Self, LogError> {
+        let bad = |why: &str| LogError::Invalid(format!("kafka url {url:?}: {why}"));
+        let rest = url
+            .strip_prefix("kafka://")
+            .ok_or_else(|| bad("must start with kafka://"))?;
+        let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let (brokers, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if brokers.is_empty() || brokers.split(',').any(|b| !b.contains(':')) {
+            return Err(bad("name the brokers as HOST:PORT, separated by commas"));
+        }
+        let prefix = if prefix.is_empty() { "runstream" } else { prefix };
+        if !prefix.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+            return Err(bad("the topic prefix may hold letters, digits, '.', '_' and '-'"));
+        }
+        let mut replication = 1;
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some(("replication", n)) => {
+                    replication = n
+                        .parse()
+                        .ok()
+                        .filter(|n| *n >= 1)
+                        .ok_or_else(|| bad("replication must be a whole number of at least 1"))?;
+                }
+                _ => return Err(bad(&format!("unknown setting {pair:?} (known: replication)"))),
+            }
+        }
+        Ok(KafkaUrl {
+            brokers: brokers.to_string(),
+            prefix: prefix.to_string(),
+            replication,
+        })
+    }
+}
+
+fn unavailable(what: &str, e: impl std::fmt::Display) -> LogError {
+    LogError::Unavailable(format!("kafka {what}: {e}"))
+}
+
+/// The offset the next record appended to `partition` will get.
+fn high_watermark(meta: &BaseConsumer, topic: &str, partition: u32) -> Result<u64, LogError> {
+    meta.fetch_watermarks(topic, partition as i32, REQUEST_TIMEOUT)
+        .map(|(_, high)| high.max(0) as u64)
+        .map_err(|e| unavailable("watermarks", e))
+}
+
+struct Reader {
+    consumer: BaseConsumer,
+    /// The offset the consumer's next message will have.
+    next: u64,
+}
+
+pub struct KafkaLog {
+    topic: String,
+    partitions: u32,
+    producer: FutureProducer,
+    config: ClientConfig,
+    /// For watermarks and metadata.
+    meta: Arc<BaseConsumer>,
+    readers: Arc<Mutex<HashMap<u32, Reader>>>,
+}
+
+impl KafkaLog {
+    /// Opens (creating if missing) the topic `PREFIX.TOPIC` with `partitions` partitions.
+    pub async fn open(url: &str, topic: &str, partitions: u32) -> Result<Self, LogError> {
+        let u = KafkaUrl::parse(url)?;
+        if topic.is_empty() || !topic.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(LogError::Invalid(format!("topic name {topic:?}")));
+        }
+        let topic = format!("{}.{topic}", u.prefix);
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &u.brokers)
+            .set("socket.timeout.ms", "10000");
+        let producer: FutureProducer = config
+            .clone()
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "2")
+            .set("message.max.bytes", MAX_RECORD_BYTES.to_string())
+            .set("message.timeout.ms", "30000")
+            .create()
+            .map_err(|e| unavailable("producer", e))?;
+        let admin: AdminClient<DefaultClientContext> = config.create().map_err(|e| unavailable("admin client", e))?;
+        let new = NewTopic::new(&topic, partitions.max(1) as i32, TopicReplication::Fixed(u.replication))
+            // The log is the system of record: it keeps everything.
+            .set("retention.ms", "-1")
+            .set("retention.bytes", "-1");
+        let opts = AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT));
+        let created = admin
+            .create_topics([&new], &opts)
+            .await
+            .map_err(|e| unavailable("creating the topic", e))?;
+        for r in created {
+            match r {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((t, code)) => return Err(unavailable(&format!("creating topic {t}"), code)),
+            }
+        }
+        let meta: BaseConsumer = config
+            .clone()
+            .set("enable.auto.commit", "false")
+            .create()
+            .map_err(|e| unavailable("consumer", e))?;
+        let meta = Arc::new(meta);
+        let (m, t) = (meta.clone(), topic.clone());
+        let partitions = tokio::task::spawn_blocking(move || -> Result<u32, LogError> {
+            // A topic just created may take a moment to show its partitions.
+            let deadline = Instant::now() + REQUEST_TIMEOUT;
+            loop {
+                let md = m
+                    .fetch_metadata(Some(&t), REQUEST_TIMEOUT)
+                    .map_err(|e| unavailable("metadata", e))?;
+                let n = md.topics().first().map_or(0, |t| t.partitions().len());
+                if n > 0 {
+                    return Ok(n as u32);
+                }
+                if Instant::now() > deadline {
+                    return Err(LogError::Unavailable(format!("kafka topic {t} shows no partitions")));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+        .await
+        .map_err(|e| LogError::Storage(e.to_string()))??;
+        Ok(KafkaLog {
+            topic,
+            partitions,
+            producer,
+            config,
+            meta,
+            readers: Arc::default(),
+        })
+    }
+
+    fn reader(&self, partition: u32, from: u64) -> Result<Reader, LogError> {
+        let consumer: BaseConsumer = self
+            .config
+            .clone()
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .set("fetch.message.max.bytes", MAX_RECORD_BYTES.to_string())
+            .create()
+            .map_err(|e| unavailable("consumer", e))?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&self.topic, partition as i32, Offset::Offset(from as i64))
+            .map_err(|e| unavailable("assigning a partition", e))?;
+        consumer
+            .assign(&tpl)
+            .map_err(|e| unavailable("assigning a partition", e))?;
+        Ok(Reader { consumer, next: from })
+    }
+}
+
+#[async_trait::async_trait]
+impl EventLog for KafkaLog {
+    fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
+    async fn append(&self, records: Vec<AppendRecord>) -> Result<Vec<Position>, LogError> {
+        let sends = records.iter().map(|r| {
+            let partition = partition_for(&r.key, self.partitions);
+            self.producer.send(
+                FutureRecord::to(&self.topic)
+                    .partition(partition as i32)
+                    .key(&r.key)
+                    .payload(&r.payload),
+                REQUEST_TIMEOUT,
+            )
+        });
+        let mut out = Vec::with_capacity(records.len());
+        for result in futures::future::join_all(sends).await {
+            let d = result.map_err(|(e, _)| unavailable("append", e))?;
+            out.push(Position {
+                partition: d.partition as u32,
+                offset: d.offset as u64,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn read(&self, partition: u32, from: u64, max_records: usize) -> Result<Vec<LogRecord>, LogError> {
+        if partition >= self.partitions {
+            return Err(LogError::Invalid(format!(
+                "partition {partition} of a log of {}",
+                self.partitions
+            )));
+        }
+        let (meta, topic) = (self.meta.clone(), self.topic.clone());
+        let end = tokio::task::spawn_blocking(move || high_watermark(&meta, &topic, partition))
+            .await
+            .map_err(|e| LogError::Storage(e.to_string()))??;
+        let until = end.min(from.saturating_add(max_records as u64));
+        if from >= until {
+            return Ok(Vec::new());
+        }
+        let readers = self.readers.clone();
+        let reader = readers.lock().expect("readers").remove(&partition);
+        let reader = match reader {
+            Some(r) if r.next == from => r,
+            _ => self.reader(partition, from)?,
+        };
+        let topic = self.topic.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut reader = reader;
+            let mut out = Vec::with_capacity((until - from) as usize);
+            let deadline = Instant::now() + REQUEST_TIMEOUT;
+            while reader.next < until {
+                if Instant::now() > deadline {
+                    return Err(LogError::Unavailable(format!(
+                        "kafka: {topic}/{partition} did not deliver offset {} within {REQUEST_TIMEOUT:?}",
+                        reader.next
+                    )));
+                }
+                match reader.consumer.poll(Duration::from_millis(100)) {
+                    None | Some(Err(KafkaError::PartitionEOF(_))) => {}
+                    Some(Err(e)) => return Err(unavailable("read", e)),
+                    Some(Ok(m)) => {
+                        let offset = m.offset() as u64;
+                        if offset < reader.next {
+                            continue;
+                        }
+                        out.push(LogRecord {
+                            position: Position { partition, offset },
+                            payload: m.payload().unwrap_or_default().to_vec(),
+                        });
+                        reader.next = offset + 1;
+                    }
+                }
+            }
+            readers.lock().expect("readers").insert(partition, reader);
+            Ok(out)
+        })
+        .await
+        .map_err(|e| LogError::Storage(e.to_string()))?
+    }
+
+    async fn end_offsets(&self) -> Result<Vec<u64>, LogError> {
+        let (meta, topic, n) = (self.meta.clone(), self.topic.clone(), self.partitions);
+        tokio::task::spawn_blocking(move || (0..n).map(|p| high_watermark(&meta, &topic, p)).collect())
+            .await
+            .map_err(|e| LogError::Storage(e.to_string()))?
+    }
+
+    async fn wait_for_new(&self, known: &[u64], timeout: Duration) -> Result<(), LogError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.end_offsets().await? != known || Instant::now() >= deadline {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(20).min(deadline.saturating_duration_since(Instant::now()))).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_name_brokers_prefix_and_replication() {
+        assert_eq!(
+            KafkaUrl::parse("kafka://a:9092,b:9092/prod?replication=3").unwrap(),
+            KafkaUrl {
+                brokers: "a:9092,b:9092".into(),
+                prefix: "prod".into(),
+                replication: 3
+            }
+        );
+        assert_eq!(KafkaUrl::parse("kafka://127.0.0.1:9092").unwrap().prefix, "runstream");
+        for bad in [
+            "kafka://",
+            "kafka://host",
+            "kafka://h:1/bad prefix",
+            "kafka://h:1?replication=0",
+            "kafka://h:1?acks=0",
+            "http://h:1",
+        ] {
+            assert!(KafkaUrl::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
