@@ -201,64 +201,9 @@ async fn sqlite_checkpoints_in_the_background() {
     assert_eq!(log.read(0, 0, 10).await.unwrap().len(), 8);
 }
 
-/// A real Kafka-protocol broker (tansu) started for one test on a free port, in memory; killed
-/// when dropped. `TANSU_BIN` names the binary, else `tansu` on the PATH or in ~/.cargo/bin.
-struct Broker {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl Broker {
-    fn start() -> Broker {
-        let bin = std::env::var_os("TANSU_BIN")
-            .map(std::path::PathBuf::from)
-            .or_else(|| {
-                let path = std::env::var_os("PATH").unwrap_or_default();
-                std::env::split_paths(&path)
-                    .chain(std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cargo/bin")))
-                    .map(|d| d.join("tansu"))
-                    .find(|p| p.is_file())
-            })
-            .expect(
-                "the Kafka contract tests need the tansu broker: \
-                 cargo install tansu --locked --version 0.6.0 --features dynostore,libsql",
-            );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let url = format!("tcp://127.0.0.1:{port}");
-        let child = std::process::Command::new(bin)
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", "memory://tansu/"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start tansu");
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "tansu did not listen on {port}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Broker { child, port }
-    }
-
-    fn url(&self, prefix: &str) -> String {
-        format!("kafka://127.0.0.1:{}/{prefix}", self.port)
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn kafka_positions() {
-    let broker = Broker::start();
+    let broker = runstream_testkit::Broker::start();
     let log = Arc::new(KafkaLog::open(&broker.url("positions"), "events", 4).await.unwrap());
     assert_eq!(log.partitions(), 4);
     positions_are_dense_and_ordered_per_partition(log).await;
@@ -266,21 +211,21 @@ async fn kafka_positions() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kafka_concurrency() {
-    let broker = Broker::start();
+    let broker = runstream_testkit::Broker::start();
     let log = Arc::new(KafkaLog::open(&broker.url("concurrency"), "events", 3).await.unwrap());
     concurrent_appends_never_share_a_position(log).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kafka_wait() {
-    let broker = Broker::start();
+    let broker = runstream_testkit::Broker::start();
     let log = Arc::new(KafkaLog::open(&broker.url("wait"), "events", 2).await.unwrap());
     waiting_wakes_on_append(log).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kafka_keeps_its_partition_count_and_topics_apart() {
-    let broker = Broker::start();
+    let broker = runstream_testkit::Broker::start();
     let url = broker.url("reopen");
     {
         let log = KafkaLog::open(&url, "events", 4).await.unwrap();

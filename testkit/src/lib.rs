@@ -1,5 +1,7 @@
 //! Real servers for the tests, started as plain processes on free ports.
 //!
+//! tansu, a Kafka-protocol broker: one per test ([`Broker`]), in memory, stopped when dropped.
+//!
 //! ClickHouse: one server per test binary, started on first use, each test in a database of
 //! its own ([`clickhouse_url`]).
 //!
@@ -103,3 +105,60 @@ pub fn clickhouse_url(name: &str) -> String {
         std::process::id()
     )
 }
+
+/// A real Kafka-protocol broker (tansu) started for one test on a free port, in memory; killed
+/// when dropped. `TANSU_BIN` names the binary, else `tansu` on the PATH or in ~/.cargo/bin.
+pub struct Broker {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Broker {
+    pub fn start() -> Broker {
+        let bin = std::env::var_os("TANSU_BIN")
+            .map(std::path::PathBuf::from)
+            .or_else(|| {
+                let path = std::env::var_os("PATH").unwrap_or_default();
+                std::env::split_paths(&path)
+                    .chain(std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cargo/bin")))
+                    .map(|d| d.join("tansu"))
+                    .find(|p| p.is_file())
+            })
+            .expect(
+                "the Kafka contract tests need the tansu broker: \
+                 cargo install tansu --locked --version 0.6.0 --features dynostore,libsql",
+            );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = std::process::Command::new(bin)
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start tansu");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "tansu did not listen on {port}");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Broker { child, port }
+    }
+
+    /// A `kafka://` URL to this broker, topics named under `prefix`.
+    pub fn url(&self, prefix: &str) -> String {
+        format!("kafka://127.0.0.1:{}/{prefix}", self.port)
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
