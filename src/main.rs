@@ -1,6 +1,7 @@
 //! The `runstream` binary: configuration and the wiring of roles, nothing else.
 
 mod config;
+mod metrics;
 mod registry_follow;
 mod serve;
 

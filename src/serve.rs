@@ -17,6 +17,7 @@ use runstream_views::registry::Registry;
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::metrics::{self, Metrics};
 use crate::registry_follow;
 
 pub fn open_blobs(url: &str) -> anyhow::Result<Arc<dyn ObjectStore>> {
@@ -58,6 +59,16 @@ impl Roles {
         project: false,
         query: true,
     };
+
+    /// The role label of this process's metrics.
+    pub fn name(self) -> &'static str {
+        match (self.ingest, self.project, self.query) {
+            (true, false, false) => "ingest",
+            (false, true, false) => "project",
+            (false, false, true) => "query",
+            _ => "serve",
+        }
+    }
 }
 
 pub async fn serve(cfg: Config, roles: Roles) -> anyhow::Result<()> {
@@ -111,8 +122,11 @@ pub async fn serve(cfg: Config, roles: Roles) -> anyhow::Result<()> {
     let blobs = open_blobs(&cfg.blobs_url)?;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let mut metrics = Metrics::new(roles.name());
     let projector_task = roles.project.then(|| {
         let projector = Projector::new(log.clone(), views.clone(), ProjectorConfig::default());
+        metrics.projector = Some(projector.stats.clone());
+        metrics.lag = Some((log.clone(), views.clone()));
         let rx = shutdown_rx.clone();
         tokio::spawn(async move { projector.run(rx).await })
     });
@@ -135,6 +149,10 @@ pub async fn serve(cfg: Config, roles: Roles) -> anyhow::Result<()> {
         Some(root) => ingest.with_blob_root(root),
         None => ingest,
     };
+    if roles.ingest {
+        metrics.ingest = Some(ingest.stats.clone());
+    }
+    let metrics = Arc::new(metrics);
     let query = QueryState {
         views,
         log,
@@ -154,9 +172,12 @@ pub async fn serve(cfg: Config, roles: Roles) -> anyhow::Result<()> {
     if roles.query {
         app = app.merge(runstream_query::router(query));
     }
-    let app = app.fallback(|method: axum::http::Method, uri: axum::http::Uri| async move {
-        runstream_http::ApiError::not_found(format!("no route for {method} {}", uri.path()))
-    });
+    let app = app
+        .route("/metrics", get(metrics::serve_metrics).with_state(metrics.clone()))
+        .layer(axum::middleware::from_fn_with_state(metrics, metrics::track))
+        .fallback(|method: axum::http::Method, uri: axum::http::Uri| async move {
+            runstream_http::ApiError::not_found(format!("no route for {method} {}", uri.path()))
+        });
 
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await

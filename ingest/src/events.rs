@@ -156,6 +156,14 @@ pub(crate) async fn append(
         }
     }
     let accepted = fresh.len();
+    let points: usize = fresh
+        .iter()
+        .map(|(e, _)| match &e.body {
+            EventBody::FloatPoints(p) => p.steps.len(),
+            EventBody::StringLines(l) => l.steps.len(),
+            _ => 0,
+        })
+        .sum();
     let mut positions = duplicates.clone();
     if !fresh.is_empty() {
         // One record per run keeps a run's events in order on one partition.
@@ -190,6 +198,10 @@ pub(crate) async fn append(
         }
         positions.extend(written);
     }
+    use std::sync::atomic::Ordering::Relaxed;
+    st.stats.events.fetch_add(accepted as u64, Relaxed);
+    st.stats.points.fetch_add(points as u64, Relaxed);
+    st.stats.duplicates.fetch_add(duplicates.len() as u64, Relaxed);
     Ok(AppendResponse {
         accepted,
         duplicates: duplicates.len(),

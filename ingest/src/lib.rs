@@ -62,6 +62,15 @@ pub struct IngestState {
     /// The folder of a local blob store, whose writes are synced to disk before a file event
     /// is appended (the store itself renames without syncing).
     pub blob_root: Option<std::path::PathBuf>,
+    pub stats: Arc<IngestStats>,
+}
+
+/// Counters of what this process appended, for metrics.
+#[derive(Debug, Default)]
+pub struct IngestStats {
+    pub events: std::sync::atomic::AtomicU64,
+    pub points: std::sync::atomic::AtomicU64,
+    pub duplicates: std::sync::atomic::AtomicU64,
 }
 
 impl FromRef<IngestState> for RegistryState {
@@ -89,6 +98,7 @@ impl IngestState {
             known_runs: Arc::default(),
             recent: Arc::new(RecentIds::new(1 << 20)),
             blob_root: None,
+            stats: Arc::default(),
         }
     }
 

@@ -24,7 +24,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
-use crate::{AppendRecord, EventLog, LogError, LogRecord, Position, partition_for};
+use crate::{AppendRecord, EventLog, LogError, LogRecord, Membership, Position, partition_for};
 
 /// How long a metadata or watermark request may take before the broker counts as unavailable.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -119,6 +119,11 @@ impl KafkaLog {
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "2")
+            // One record per record batch. A record is already a whole request's events for a
+            // run, so little is lost, and some Kafka-protocol brokers (tansu 0.6) report the high
+            // watermark of a multi-record batch at its last record rather than past it, which
+            // would hide a partition's last record from readers until the next append.
+            .set("batch.num.messages", "1")
             .set("message.max.bytes", MAX_RECORD_BYTES.to_string())
             .set("message.timeout.ms", "30000")
             .create()
@@ -179,6 +184,9 @@ impl KafkaLog {
         let consumer: BaseConsumer = self
             .config
             .clone()
+            // Assigned, not subscribed: the group id joins no group and nothing is committed,
+            // but the client wants one.
+            .set("group.id", format!("{}.reader", self.topic))
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "true")
             .set("fetch.message.max.bytes", MAX_RECORD_BYTES.to_string())
@@ -293,6 +301,73 @@ impl EventLog for KafkaLog {
             }
             tokio::time::sleep(Duration::from_millis(20).min(deadline.saturating_duration_since(Instant::now()))).await;
         }
+    }
+
+    /// A Kafka consumer group `PREFIX.GROUP` on the topic: the broker's group coordinator deals
+    /// out the partitions and deals them again when a member joins, leaves or stops answering
+    /// (`session.timeout.ms`). The group's consumer only keeps the membership alive: its
+    /// partitions stay paused, nothing is fetched through it and no offset is committed (the
+    /// views hold their positions with their rows).
+    async fn join(&self, group: &str) -> Result<Membership, LogError> {
+        if group.is_empty() || !group.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+            return Err(LogError::Invalid(format!("group name {group:?}")));
+        }
+        let prefix = self.topic.rsplit_once('.').map_or("", |(p, _)| p);
+        let consumer: BaseConsumer = self
+            .config
+            .clone()
+            .set("group.id", format!("{prefix}.{group}"))
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "latest")
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "1000")
+            // Also the rebalance timeout: how long the coordinator waits for members to rejoin
+            // before dealing out the partitions without them (a member that crashed never
+            // will). This thread polls every 100 ms, so a live member is never late.
+            .set("max.poll.interval.ms", "15000")
+            .create()
+            .map_err(|e| unavailable("group consumer", e))?;
+        consumer
+            .subscribe(&[&self.topic])
+            .map_err(|e| unavailable("joining the group", e))?;
+        let (tx, rx) = tokio::sync::watch::channel(Vec::new());
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let session = GroupSession { stop: stop.clone() };
+        std::thread::Builder::new()
+            .name(format!("kafka-group-{group}"))
+            .spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    // Polling drives the heartbeats and the rebalances.
+                    match consumer.poll(Duration::from_millis(100)) {
+                        None | Some(Ok(_)) => {}
+                        Some(Err(e)) => tracing::warn!(error = %e, "kafka group consumer"),
+                    }
+                    let Ok(assignment) = consumer.assignment() else {
+                        continue;
+                    };
+                    let mut mine: Vec<u32> = assignment.elements().iter().map(|e| e.partition() as u32).collect();
+                    mine.sort_unstable();
+                    if *tx.borrow() != mine {
+                        let _ = consumer.pause(&assignment);
+                        tracing::info!(partitions = ?mine, "group assignment");
+                        tx.send_replace(mine);
+                    }
+                }
+                // Dropping the consumer closes it, which leaves the group at once.
+            })
+            .map_err(|e| LogError::Storage(format!("starting the group thread: {e}")))?;
+        Ok(Membership::new(rx, Box::new(session)))
+    }
+}
+
+/// Stops the group thread (which then leaves the group) when the membership is dropped.
+struct GroupSession {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for GroupSession {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

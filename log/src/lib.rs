@@ -77,6 +77,53 @@ pub trait EventLog: Send + Sync + 'static {
 
     /// Returns when some partition's end offset differs from `known`, or after `timeout`.
     async fn wait_for_new(&self, known: &[u64], timeout: Duration) -> Result<(), LogError>;
+
+    /// Joins the readers named `group`, who share the partitions between them: each partition
+    /// belongs to one member at a time, and the shares change as members come and go. Reading
+    /// stays free ([`EventLog::read`]); a member reads only its own partitions by choice. Leaving
+    /// is dropping the [`Membership`]. A log with one process only (SQLite) gives every
+    /// partition to every member.
+    async fn join(&self, group: &str) -> Result<Membership, LogError> {
+        let _ = group;
+        Ok(Membership::fixed((0..self.partitions()).collect()))
+    }
+}
+
+/// A place in a group of readers: the partitions that are this member's now.
+pub struct Membership {
+    assigned: tokio::sync::watch::Receiver<Vec<u32>>,
+    /// Keeps the member in the group (a broker session, a sender); dropping it leaves.
+    _session: Box<dyn Send + Sync>,
+}
+
+impl Membership {
+    /// A membership whose partitions never change.
+    pub fn fixed(partitions: Vec<u32>) -> Self {
+        let (tx, rx) = tokio::sync::watch::channel(partitions);
+        Membership {
+            assigned: rx,
+            _session: Box::new(tx),
+        }
+    }
+
+    pub fn new(assigned: tokio::sync::watch::Receiver<Vec<u32>>, session: Box<dyn Send + Sync>) -> Self {
+        Membership {
+            assigned,
+            _session: session,
+        }
+    }
+
+    /// This member's partitions, in order, as last assigned.
+    pub fn partitions(&mut self) -> Vec<u32> {
+        self.assigned.borrow_and_update().clone()
+    }
+
+    /// Returns when the assignment changes (never, for a fixed one).
+    pub async fn changed(&mut self) {
+        if self.assigned.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 /// The partition a key belongs to: FNV-1a, stable across processes and releases.

@@ -244,3 +244,47 @@ async fn kafka_keeps_its_partition_count_and_topics_apart() {
     assert_eq!(other.end_offsets().await.unwrap(), vec![0]);
     assert!(KafkaLog::open(&url, "bad topic", 1).await.is_err());
 }
+
+/// Waits until `m` holds `want` partitions (a group settles in seconds), returning them.
+async fn settle(m: &mut runstream_log::Membership, want: impl Fn(&[u32]) -> bool) -> Vec<u32> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = m.partitions();
+        if want(&now) {
+            return now;
+        }
+        assert!(std::time::Instant::now() < deadline, "group did not settle: {now:?}");
+        let _ = tokio::time::timeout(Duration::from_millis(200), m.changed()).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_group_of_one_owns_every_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = SqliteLog::open(dir.path().join("log.db"), "events", 3).await.unwrap();
+    let mut m = log.join("projectors").await.unwrap();
+    assert_eq!(m.partitions(), vec![0, 1, 2]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kafka_group_members_share_the_partitions() {
+    let broker = runstream_testkit::Broker::start();
+    let url = broker.url("group");
+    let a_log = KafkaLog::open(&url, "events", 4).await.unwrap();
+    let b_log = KafkaLog::open(&url, "events", 4).await.unwrap();
+    let mut a = a_log.join("projectors").await.unwrap();
+    assert_eq!(settle(&mut a, |p| p.len() == 4).await, vec![0, 1, 2, 3]);
+
+    // A second member takes a share; together they hold each partition exactly once.
+    let mut b = b_log.join("projectors").await.unwrap();
+    let b_share = settle(&mut b, |p| !p.is_empty()).await;
+    let a_share = settle(&mut a, |p| p.len() + b_share.len() == 4).await;
+    let mut all: Vec<u32> = a_share.iter().chain(&b_share).copied().collect();
+    all.sort_unstable();
+    assert_eq!(all, vec![0, 1, 2, 3], "a {a_share:?}, b {b_share:?}");
+
+    // When it leaves, the first member takes everything back.
+    drop(b);
+    assert_eq!(settle(&mut a, |p| p.len() == 4).await, vec![0, 1, 2, 3]);
+    assert!(a_log.join("bad group name").await.is_err());
+}

@@ -34,6 +34,8 @@ pub struct Consumer {
     config: ProjectorConfig,
     /// Next offset to read per partition; empty until positioned from the checkpoint.
     next: Vec<u64>,
+    /// The partitions this consumer reads (its share of a group); all unless told otherwise.
+    owned: Vec<bool>,
     ends: Vec<u64>,
     first: usize,
 }
@@ -44,6 +46,7 @@ impl Consumer {
             log,
             config,
             next: Vec::new(),
+            owned: Vec::new(),
             ends: Vec::new(),
             first: 0,
         }
@@ -54,6 +57,11 @@ impl Consumer {
         self.next = (0..self.log.partitions())
             .map(|p| checkpoint.get(&p).copied().unwrap_or(0))
             .collect();
+    }
+
+    /// Reads only `partitions` from now on (a member's share of the log).
+    pub fn own(&mut self, partitions: &[u32]) {
+        self.owned = (0..self.log.partitions()).map(|p| partitions.contains(&p)).collect();
     }
 
     /// The next offset to read per partition.
@@ -78,7 +86,7 @@ impl Consumer {
             if points >= self.config.max_points {
                 break;
             }
-            if self.next[p] >= self.ends.get(p).copied().unwrap_or(0) {
+            if self.next[p] >= self.ends.get(p).copied().unwrap_or(0) || !self.owned.get(p).copied().unwrap_or(true) {
                 continue;
             }
             let raw = self.log.read(p as u32, self.next[p], self.config.max_records).await?;

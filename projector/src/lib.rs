@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use runstream_log::{EventLog, LogError};
+use runstream_log::{EventLog, LogError, Membership};
 use runstream_views::{ViewError, ViewStore};
 use tokio::sync::{mpsc, watch};
 
@@ -40,6 +40,8 @@ pub struct ProjectorConfig {
     pub max_points: usize,
     /// How long to wait for new records when caught up.
     pub idle_wait: Duration,
+    /// The group of projectors sharing the log's partitions.
+    pub group: String,
 }
 
 impl Default for ProjectorConfig {
@@ -48,6 +50,7 @@ impl Default for ProjectorConfig {
             max_records: 256,
             max_points: 500_000,
             idle_wait: Duration::from_millis(250),
+            group: "projectors".into(),
         }
     }
 }
@@ -59,6 +62,11 @@ pub struct ProjectorStats {
     pub points: AtomicU64,
     pub flushes: AtomicU64,
     pub skipped_records: AtomicU64,
+    /// How many partitions this projector folds (its share of the group).
+    pub share: AtomicU64,
+    /// Time spent in flushes, in microseconds.
+    pub flush_micros: AtomicU64,
+    pub last_flush_points: AtomicU64,
 }
 
 pub struct Projector {
@@ -80,14 +88,42 @@ impl Projector {
 
     /// Projects until `shutdown` turns true, then returns after the flush in progress. Errors of
     /// the log or the views are retried with backoff: the checkpoint makes a retry safe.
+    ///
+    /// Projectors form a group on the log ([`EventLog::join`]) and each folds only the
+    /// partitions the group gives it. When the shares change, a projector finishes its flush and
+    /// starts again from the views' checkpoint with its new share. A partition may for a moment
+    /// be folded by two projectors (one still flushing what it read before losing it, or one
+    /// that stopped answering): that is the replay every flush is built to take, writing the
+    /// same rows under the same versions, so nothing is lost or counted twice.
     pub async fn run(&self, mut shutdown: watch::Receiver<bool>) -> Result<(), ProjectorError> {
         let mut backoff = Duration::from_millis(100);
+        let mut membership = loop {
+            match self.log.join(&self.config.group).await {
+                Ok(m) => break m,
+                Err(e) => {
+                    tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "cannot join the projector group; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                    if *shutdown.borrow() {
+                        return Ok(());
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        };
         loop {
             if *shutdown.borrow() {
                 return Ok(());
             }
-            match self.pipeline(None, &mut shutdown, &mut backoff).await {
-                Ok(()) => return Ok(()),
+            match self
+                .pipeline(None, Some(&mut membership), &mut shutdown, &mut backoff)
+                .await
+            {
+                Ok(()) if *shutdown.borrow() => return Ok(()),
+                // The share changed: start again from the checkpoint with the new one.
+                Ok(()) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "projector failed; retrying");
                     tokio::select! {
@@ -105,7 +141,7 @@ impl Projector {
         let target = self.log.end_offsets().await?;
         let (_never, mut shutdown) = watch::channel(false);
         let mut backoff = Duration::from_millis(100);
-        self.pipeline(Some(target), &mut shutdown, &mut backoff).await
+        self.pipeline(Some(target), None, &mut shutdown, &mut backoff).await
     }
 
     /// Reads ahead in one task (log reads and protobuf decoding) while this one dedupes, folds
@@ -115,11 +151,18 @@ impl Projector {
     async fn pipeline(
         &self,
         until: Option<Vec<u64>>,
+        mut membership: Option<&mut Membership>,
         shutdown: &mut watch::Receiver<bool>,
         backoff: &mut Duration,
     ) -> Result<(), ProjectorError> {
         let mut consumer = Consumer::new(self.log.clone(), self.config.clone());
         consumer.seek(&self.views.checkpoint().await?);
+        if let Some(m) = membership.as_deref_mut() {
+            let share = m.partitions();
+            tracing::info!(partitions = ?share, "projecting a share of the log");
+            self.stats.share.store(share.len() as u64, Ordering::Relaxed);
+            consumer.own(&share);
+        }
         // What the flushes below have covered; the consumer itself runs ahead of them.
         let mut next = consumer.positions().to_vec();
         let reached = |next: &[u64]| {
@@ -140,9 +183,17 @@ impl Projector {
             tx,
         )));
         loop {
+            // Between flushes only: a share change or a shutdown never cuts one short.
+            let reshared = async {
+                match membership.as_deref_mut() {
+                    Some(m) => m.changed().await,
+                    None => std::future::pending().await,
+                }
+            };
             let polled = tokio::select! {
                 p = rx.recv() => p,
                 _ = shutdown.changed() => None,
+                _ = reshared => return Ok(()),
             };
             let Some(polled) = polled else {
                 drop(reader);
@@ -163,6 +214,12 @@ impl Projector {
             self.stats.events.fetch_add(stats.events as u64, Ordering::Relaxed);
             self.stats.points.fetch_add(stats.points as u64, Ordering::Relaxed);
             self.stats.flushes.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .flush_micros
+                .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            self.stats
+                .last_flush_points
+                .store(stats.points as u64, Ordering::Relaxed);
             self.stats
                 .skipped_records
                 .fetch_add(polled.skipped.len() as u64, Ordering::Relaxed);

@@ -106,47 +106,110 @@ pub fn clickhouse_url(name: &str) -> String {
     )
 }
 
-/// A real Kafka-protocol broker (tansu) started for one test on a free port, in memory; killed
-/// when dropped. `TANSU_BIN` names the binary, else `tansu` on the PATH or in ~/.cargo/bin.
+/// A real Kafka-protocol broker (tansu) started on a free port, in memory or (for tests that
+/// restart it) in a SQLite file under a folder; stopped when dropped, and by a watchdog shell
+/// if the test process dies first. `TANSU_BIN` names the binary, else `tansu` on the PATH or in
+/// ~/.cargo/bin.
 pub struct Broker {
-    child: std::process::Child,
+    child: Option<std::process::Child>,
     port: u16,
+    /// The folder of a persistent broker's storage.
+    dir: Option<PathBuf>,
+}
+
+fn tansu_bin() -> PathBuf {
+    std::env::var_os("TANSU_BIN")
+        .map(PathBuf::from)
+        .or_else(|| {
+            let path = std::env::var_os("PATH").unwrap_or_default();
+            std::env::split_paths(&path)
+                .chain(std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo/bin")))
+                .map(|d| d.join("tansu"))
+                .find(|p| p.is_file())
+        })
+        .expect(
+            "the Kafka tests need the tansu broker (scripts/install-test-services installs it): \
+             cargo install tansu --locked --version 0.6.0 --features dynostore,libsql",
+        )
 }
 
 impl Broker {
+    /// A broker keeping everything in memory.
     pub fn start() -> Broker {
-        let bin = std::env::var_os("TANSU_BIN")
-            .map(std::path::PathBuf::from)
-            .or_else(|| {
-                let path = std::env::var_os("PATH").unwrap_or_default();
-                std::env::split_paths(&path)
-                    .chain(std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cargo/bin")))
-                    .map(|d| d.join("tansu"))
-                    .find(|p| p.is_file())
-            })
-            .expect(
-                "the Kafka contract tests need the tansu broker: \
-                 cargo install tansu --locked --version 0.6.0 --features dynostore,libsql",
-            );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let url = format!("tcp://127.0.0.1:{port}");
-        let child = std::process::Command::new(bin)
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", "memory://tansu/"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+        let mut b = Broker {
+            child: None,
+            port: free_port(),
+            dir: None,
+        };
+        b.launch();
+        b
+    }
+
+    /// A broker keeping its topics in `dir` (created if missing), so a restart keeps them.
+    pub fn start_persistent(dir: &std::path::Path) -> Broker {
+        std::fs::create_dir_all(dir).unwrap();
+        let mut b = Broker {
+            child: None,
+            port: free_port(),
+            dir: Some(dir.to_path_buf()),
+        };
+        b.launch();
+        b
+    }
+
+    fn launch(&mut self) {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        // tansu takes a sqlite:// path relative to its working directory: start it in the folder.
+        let (storage, cwd) = match &self.dir {
+            Some(d) => ("sqlite://broker.db".to_string(), d.clone()),
+            None => ("memory://tansu/".to_string(), std::env::temp_dir()),
+        };
+        let script = format!(
+            "\"$0\" broker --listener-url {url} --advertised-listener-url {url} --storage-engine {storage} \
+             >/dev/null 2>&1 & b=$!; \
+             while kill -0 {me} 2>/dev/null && kill -0 $b 2>/dev/null; do sleep 0.5; done; kill -9 $b 2>/dev/null",
+            me = std::process::id()
+        );
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .arg(tansu_bin())
+            .current_dir(cwd)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
             .spawn()
-            .expect("start tansu");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "tansu did not listen on {port}");
-            std::thread::sleep(std::time::Duration::from_millis(50));
+            .expect("sh starts the tansu watchdog");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "tansu did not listen on {}", self.port);
+            std::thread::sleep(Duration::from_millis(50));
         }
-        Broker { child, port }
+    }
+
+    /// Kills the broker (SIGKILL, as a crash) and waits until its port is free.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // The broker is the watchdog's child: kill it, then the watchdog.
+            let _ = Command::new("sh")
+                .arg("-c")
+                .arg(format!("pkill -9 -P {} 2>/dev/null", c.id()))
+                .status();
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            assert!(Instant::now() < deadline, "tansu still listens on {}", self.port);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts the broker again on the same port (and, if persistent, the same storage).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.launch();
     }
 
     /// A `kafka://` URL to this broker, topics named under `prefix`.
@@ -157,8 +220,6 @@ impl Broker {
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }
-

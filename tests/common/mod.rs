@@ -31,7 +31,10 @@ impl Server {
             .arg("--data")
             .arg(data)
             .env("RUNSTREAM_ADMIN_TOKEN", ADMIN_TOKEN)
-            .env("RUNSTREAM_LOG", "warn")
+            .env(
+                "RUNSTREAM_LOG",
+                std::env::var("RUNSTREAM_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
