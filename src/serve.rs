@@ -124,7 +124,13 @@ pub async fn serve(cfg: Config, roles: Roles) -> anyhow::Result<()> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut metrics = Metrics::new(roles.name());
     let projector_task = roles.project.then(|| {
-        let projector = Projector::new(log.clone(), views.clone(), ProjectorConfig::default());
+        // Projectors of one views store form one group; another store (a staging database, a
+        // generation being rebuilt) gets a group of its own, so each folds every partition.
+        let config = ProjectorConfig {
+            group: projector_group(&views_url),
+            ..ProjectorConfig::default()
+        };
+        let projector = Projector::new(log.clone(), views.clone(), config);
         metrics.projector = Some(projector.stats.clone());
         metrics.lag = Some((log.clone(), views.clone()));
         let rx = shutdown_rx.clone();
@@ -172,12 +178,13 @@ pub async fn serve(cfg: Config, roles: Roles) -> anyhow::Result<()> {
     if roles.query {
         app = app.merge(runstream_query::router(query));
     }
+    // The fallback goes before the layer, so requests that match no route are timed too.
     let app = app
         .route("/metrics", get(metrics::serve_metrics).with_state(metrics.clone()))
-        .layer(axum::middleware::from_fn_with_state(metrics, metrics::track))
         .fallback(|method: axum::http::Method, uri: axum::http::Uri| async move {
             runstream_http::ApiError::not_found(format!("no route for {method} {}", uri.path()))
-        });
+        })
+        .layer(axum::middleware::from_fn_with_state(metrics, metrics::track));
 
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
@@ -202,6 +209,21 @@ pub async fn serve(cfg: Config, roles: Roles) -> anyhow::Result<()> {
     let _ = follower.await;
     eprintln!("runstream stopped");
     Ok(())
+}
+
+/// The consumer group of the projectors that fill the views at `views_url`: named after the
+/// views (their URL without credentials, hashed to a stable name).
+fn projector_group(views_url: &str) -> String {
+    let without_credentials = match views_url.split_once("://") {
+        Some((scheme, rest)) => {
+            let rest = rest.split_once('@').map_or(rest, |(_, host)| host);
+            format!("{scheme}://{rest}")
+        }
+        None => views_url.to_string(),
+    };
+    // The log's stable key hash, over as many "partitions" as a u32 holds.
+    let h = runstream_log::partition_for(&without_credentials, u32::MAX);
+    format!("projectors-{h:08x}")
 }
 
 /// Ready when the log and the views answer: a load balancer stops sending requests to a
@@ -253,4 +275,15 @@ async fn shutdown_signal() {
         _ = term => {}
     }
     tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn projector_groups_follow_the_views_not_the_credentials() {
+        let g = super::projector_group("clickhouse://a:secret@ch:8123/prod");
+        assert_eq!(g, super::projector_group("clickhouse://b:other@ch:8123/prod"));
+        assert_ne!(g, super::projector_group("clickhouse://ch:8123/staging"));
+        assert!(g.starts_with("projectors-"));
+    }
 }

@@ -128,7 +128,9 @@ async fn a_million_points_survive_a_projector_restart_and_a_broker_restart() {
     let wait_for = |fraction: f64| {
         let sent = sent.clone();
         async move {
+            let deadline = Instant::now() + Duration::from_secs(600);
             while (sent.load(Ordering::Relaxed) as f64) < fraction * total as f64 {
+                assert!(Instant::now() < deadline, "the clients stopped sending");
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
@@ -203,6 +205,19 @@ async fn a_million_points_survive_a_projector_restart_and_a_broker_restart() {
     let projected = metrics(&projectors[1]).await;
     let lags = sample(&projected, "runstream_projector_lag_records");
     assert_eq!(lags, vec![0.0; 4], "{projected}");
+    // The two projectors share the partitions: each holds some, together all, once.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut shares = Vec::new();
+        for p in &projectors {
+            shares.extend(sample(&metrics(p).await, "runstream_projector_partitions"));
+        }
+        if shares.len() == 2 && shares.iter().all(|s| *s > 0.0) && shares.iter().sum::<f64>() == 4.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "partitions not shared: {shares:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let answered = metrics(&query).await;
     assert!(
         answered.contains("route=\"/api/v1/projects/{project}/runs/{run}\",status=\"2xx\""),

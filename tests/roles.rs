@@ -54,6 +54,13 @@ async fn ingest_project_and_query_run_apart() {
     assert_eq!(body["runs"][0]["columns"]["max(metric.loss)"], json!(499.5), "{body}");
     assert_eq!(body["runs"][0]["columns"]["count(metric.loss)"], json!(1000), "{body}");
 
+    // Only the projector folds the log.
+    for (s, projects) in [(&ingest, false), (&query, false), (&projector, true)] {
+        let m = client().get(s.url("/metrics")).send().await.expect("metrics");
+        let text = m.text().await.expect("text");
+        assert_eq!(text.contains("runstream_projector_points_total"), projects, "{text}");
+    }
+
     // Each process serves its own role's routes only.
     let (status, _) = post_events(&query, PROJECT, &events).await;
     assert_eq!(status, 404, "the query role takes no writes");

@@ -187,6 +187,8 @@ impl KafkaLog {
             // Assigned, not subscribed: the group id joins no group and nothing is committed,
             // but the client wants one.
             .set("group.id", format!("{}.reader", self.topic))
+            // An offset out of range is an error, never a silent jump to either end.
+            .set("auto.offset.reset", "error")
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "true")
             .set("fetch.message.max.bytes", MAX_RECORD_BYTES.to_string())
@@ -222,6 +224,15 @@ impl EventLog for KafkaLog {
         let mut out = Vec::with_capacity(records.len());
         for result in futures::future::join_all(sends).await {
             let d = result.map_err(|(e, _)| unavailable("append", e))?;
+            // A broker may acknowledge a retried send it already had (after a restart, say)
+            // without its offset. The record is in the log, but its position is unknown, and a
+            // position is what the caller waits on: fail, so the client sends again (its event
+            // ids make the second copy harmless).
+            if d.offset < 0 {
+                return Err(LogError::Unavailable(
+                    "kafka acknowledged a resent record without its offset; send again".into(),
+                ));
+            }
             out.push(Position {
                 partition: d.partition as u32,
                 offset: d.offset as u64,
@@ -247,12 +258,15 @@ impl EventLog for KafkaLog {
         }
         let readers = self.readers.clone();
         let reader = readers.lock().expect("readers").remove(&partition);
-        let reader = match reader {
-            Some(r) if r.next == from => r,
-            _ => self.reader(partition, from)?,
+        // A reader elsewhere in the partition is replaced; closing a consumer blocks, so the
+        // old one is dropped on the blocking pool below, not here.
+        let (reader, stale) = match reader {
+            Some(r) if r.next == from => (r, None),
+            other => (self.reader(partition, from)?, other),
         };
         let topic = self.topic.clone();
         tokio::task::spawn_blocking(move || {
+            drop(stale);
             let mut reader = reader;
             let mut out = Vec::with_capacity((until - from) as usize);
             let deadline = Instant::now() + REQUEST_TIMEOUT;
@@ -271,6 +285,12 @@ impl EventLog for KafkaLog {
                         if offset < reader.next {
                             continue;
                         }
+                        if offset > reader.next {
+                            return Err(LogError::Storage(format!(
+                                "kafka: {topic}/{partition} skipped from offset {} to {offset}",
+                                reader.next
+                            )));
+                        }
                         out.push(LogRecord {
                             position: Position { partition, offset },
                             payload: m.payload().unwrap_or_default().to_vec(),
@@ -279,7 +299,8 @@ impl EventLog for KafkaLog {
                     }
                 }
             }
-            readers.lock().expect("readers").insert(partition, reader);
+            let displaced = readers.lock().expect("readers").insert(partition, reader);
+            drop(displaced);
             Ok(out)
         })
         .await
@@ -332,15 +353,19 @@ impl EventLog for KafkaLog {
             .map_err(|e| unavailable("joining the group", e))?;
         let (tx, rx) = tokio::sync::watch::channel(Vec::new());
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let session = GroupSession { stop: stop.clone() };
-        std::thread::Builder::new()
+        let thread_stop = stop.clone();
+        let thread = std::thread::Builder::new()
             .name(format!("kafka-group-{group}"))
             .spawn(move || {
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                while !thread_stop.load(std::sync::atomic::Ordering::Relaxed) {
                     // Polling drives the heartbeats and the rebalances.
                     match consumer.poll(Duration::from_millis(100)) {
                         None | Some(Ok(_)) => {}
-                        Some(Err(e)) => tracing::warn!(error = %e, "kafka group consumer"),
+                        Some(Err(e)) => {
+                            tracing::warn!(error = %e, "kafka group consumer");
+                            // A broker that is down fails every poll: do not log ten times a second.
+                            std::thread::sleep(Duration::from_secs(1));
+                        }
                     }
                     let Ok(assignment) = consumer.assignment() else {
                         continue;
@@ -356,18 +381,28 @@ impl EventLog for KafkaLog {
                 // Dropping the consumer closes it, which leaves the group at once.
             })
             .map_err(|e| LogError::Storage(format!("starting the group thread: {e}")))?;
+        let session = GroupSession {
+            stop,
+            thread: Some(thread),
+        };
         Ok(Membership::new(rx, Box::new(session)))
     }
 }
 
-/// Stops the group thread (which then leaves the group) when the membership is dropped.
+/// Stops the group thread when the membership is dropped, and waits for it to leave the group
+/// (one poll and the consumer's close), so that a process stopping leaves its partitions to the
+/// others at once rather than after the session times out.
 struct GroupSession {
     stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Drop for GroupSession {
     fn drop(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 

@@ -74,6 +74,29 @@ impl Consumer {
         &self.ends
     }
 
+    /// Waits up to `timeout` for new records in a partition this consumer reads. Records
+    /// appended to other members' partitions do not wake it (they would make a projector with a
+    /// small or empty share poll in a loop).
+    pub async fn wait_for_new(&mut self, timeout: std::time::Duration) -> Result<(), LogError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Ok(());
+            }
+            self.log.wait_for_new(&self.ends, left).await?;
+            let ends = self.log.end_offsets().await?;
+            let mine_moved = ends
+                .iter()
+                .enumerate()
+                .any(|(p, e)| self.owned.get(p).copied().unwrap_or(true) && self.ends.get(p) != Some(e));
+            self.ends = ends;
+            if mine_moved {
+                return Ok(());
+            }
+        }
+    }
+
     pub async fn poll(&mut self) -> Result<Polled, LogError> {
         self.ends = self.log.end_offsets().await?;
         let mut records = Vec::new();

@@ -176,12 +176,7 @@ impl Projector {
             return Ok(());
         }
         let (tx, mut rx) = mpsc::channel::<Result<Polled, LogError>>(1);
-        let reader = AbortOnDrop(tokio::spawn(read_ahead(
-            consumer,
-            self.log.clone(),
-            self.config.idle_wait,
-            tx,
-        )));
+        let reader = AbortOnDrop(tokio::spawn(read_ahead(consumer, self.config.idle_wait, tx)));
         loop {
             // Between flushes only: a share change or a shutdown never cuts one short.
             let reshared = async {
@@ -248,17 +243,11 @@ impl<T> Drop for AbortOnDrop<T> {
 /// Polls the log and hands each non-empty poll over, waiting for new records when caught up.
 /// The consumer moves on as soon as a poll is handed over: the flush side owns what happens to
 /// it, and on error the pipeline restarts from the views' checkpoint.
-async fn read_ahead(
-    mut consumer: Consumer,
-    log: Arc<dyn EventLog>,
-    idle_wait: Duration,
-    tx: mpsc::Sender<Result<Polled, LogError>>,
-) {
+async fn read_ahead(mut consumer: Consumer, idle_wait: Duration, tx: mpsc::Sender<Result<Polled, LogError>>) {
     loop {
         match consumer.poll().await {
             Ok(polled) if polled.records.is_empty() && polled.skipped.is_empty() => {
-                let ends = consumer.known_ends().to_vec();
-                if let Err(e) = log.wait_for_new(&ends, idle_wait).await {
+                if let Err(e) = consumer.wait_for_new(idle_wait).await {
                     let _ = tx.send(Err(e)).await;
                     return;
                 }

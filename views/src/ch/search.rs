@@ -34,7 +34,8 @@ enum Arg {
 ///
 /// Written in the text rather than bound: the client prints floats in positional notation, which
 /// takes hundreds of digits for tiny numbers, and the server's literal parser refuses subnormal
-/// numbers, so those are scaled into the normal range and back by a power of two (exact both ways).
+/// numbers, so those are scaled into the normal range and back by a power of two (exact both ways,
+/// and written as a literal that parses exactly, not left to the server's `exp2`).
 fn float_sql(f: f64) -> String {
     if f.is_nan() {
         "nan".into()
@@ -43,7 +44,7 @@ fn float_sql(f: f64) -> String {
     } else if f == 0.0 {
         "0e0".into()
     } else if f.abs() < f64::MIN_POSITIVE {
-        format!("({:e} * exp2(-1000))", f * 2f64.powi(1000))
+        format!("({:e} * {:e})", f * 2f64.powi(1000), 2f64.powi(-1000))
     } else {
         format!("{f:e}")
     }
@@ -759,7 +760,7 @@ fn with_aggregates(q: &mut Sql, project: &str, fields: &[Field], inner: impl FnO
             n,
             path,
             "toUInt8(a_t = 'int' OR (a_t = 'float' AND NOT isNaN(a_f)))".to_string(),
-            "if(a_t = 'int', toFloat64(a_i), a_f)".to_string(),
+            "if(a_t = 'int', toFloat64(a_i), a_f + 0.)".to_string(),
         )
     });
     let metric_wanted = metrics.iter().map(|&(n, path, agg)| {
@@ -905,7 +906,7 @@ mod tests {
         assert_eq!(float_sql(-0.0), "0e0");
         assert_eq!(
             float_sql(1e-310),
-            format!("({:e} * exp2(-1000))", 1e-310 * 2f64.powi(1000))
+            format!("({:e} * 9.332636185032189e-302)", 1e-310 * 2f64.powi(1000))
         );
         assert_eq!(float_sql(f64::INFINITY), "inf");
         assert_eq!(float_sql(f64::NEG_INFINITY), "-inf");
