@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -75,19 +76,55 @@ impl KafkaUrl {
     }
 }
 
+/// The clients' context: librdkafka's reports go to `tracing` at a level that fits them. Its
+/// default logs every error at ERROR, including a partition's end (an expected event for
+/// readers) and a broker being down, which ingest answers with 503 and projectors ride out.
+struct Quiet;
+
+impl ClientContext for Quiet {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
+                tracing::warn!(facility = fac, "librdkafka: {log_message}")
+            }
+            RDKafkaLogLevel::Warning | RDKafkaLogLevel::Notice => {
+                tracing::info!(facility = fac, "librdkafka: {log_message}")
+            }
+            RDKafkaLogLevel::Info | RDKafkaLogLevel::Debug => {
+                tracing::debug!(facility = fac, "librdkafka: {log_message}")
+            }
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        match error.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::PartitionEOF) => tracing::debug!("kafka: {reason}"),
+            Some(
+                RDKafkaErrorCode::AllBrokersDown
+                | RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::Resolve
+                | RDKafkaErrorCode::RequestTimedOut,
+            ) => tracing::warn!(error = %error, "kafka: {reason}"),
+            _ => tracing::error!(error = %error, "kafka: {reason}"),
+        }
+    }
+}
+
+impl ConsumerContext for Quiet {}
+
 fn unavailable(what: &str, e: impl std::fmt::Display) -> LogError {
     LogError::Unavailable(format!("kafka {what}: {e}"))
 }
 
 /// The offset the next record appended to `partition` will get.
-fn high_watermark(meta: &BaseConsumer, topic: &str, partition: u32) -> Result<u64, LogError> {
+fn high_watermark(meta: &BaseConsumer<Quiet>, topic: &str, partition: u32) -> Result<u64, LogError> {
     meta.fetch_watermarks(topic, partition as i32, REQUEST_TIMEOUT)
         .map(|(_, high)| high.max(0) as u64)
         .map_err(|e| unavailable("watermarks", e))
 }
 
 struct Reader {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<Quiet>,
     /// The offset the consumer's next message will have.
     next: u64,
 }
@@ -95,10 +132,10 @@ struct Reader {
 pub struct KafkaLog {
     topic: String,
     partitions: u32,
-    producer: FutureProducer,
+    producer: FutureProducer<Quiet>,
     config: ClientConfig,
     /// For watermarks and metadata.
-    meta: Arc<BaseConsumer>,
+    meta: Arc<BaseConsumer<Quiet>>,
     readers: Arc<Mutex<HashMap<u32, Reader>>>,
 }
 
@@ -114,7 +151,7 @@ impl KafkaLog {
         config
             .set("bootstrap.servers", &u.brokers)
             .set("socket.timeout.ms", "10000");
-        let producer: FutureProducer = config
+        let producer: FutureProducer<Quiet> = config
             .clone()
             .set("enable.idempotence", "true")
             .set("acks", "all")
@@ -126,9 +163,11 @@ impl KafkaLog {
             .set("batch.num.messages", "1")
             .set("message.max.bytes", MAX_RECORD_BYTES.to_string())
             .set("message.timeout.ms", "30000")
-            .create()
+            .create_with_context(Quiet)
             .map_err(|e| unavailable("producer", e))?;
-        let admin: AdminClient<DefaultClientContext> = config.create().map_err(|e| unavailable("admin client", e))?;
+        let admin: AdminClient<Quiet> = config
+            .create_with_context(Quiet)
+            .map_err(|e| unavailable("admin client", e))?;
         let new = NewTopic::new(&topic, partitions.max(1) as i32, TopicReplication::Fixed(u.replication))
             // The log is the system of record: it keeps everything.
             .set("retention.ms", "-1")
@@ -144,10 +183,10 @@ impl KafkaLog {
                 Err((t, code)) => return Err(unavailable(&format!("creating topic {t}"), code)),
             }
         }
-        let meta: BaseConsumer = config
+        let meta: BaseConsumer<Quiet> = config
             .clone()
             .set("enable.auto.commit", "false")
-            .create()
+            .create_with_context(Quiet)
             .map_err(|e| unavailable("consumer", e))?;
         let meta = Arc::new(meta);
         let (m, t) = (meta.clone(), topic.clone());
@@ -181,7 +220,7 @@ impl KafkaLog {
     }
 
     fn reader(&self, partition: u32, from: u64) -> Result<Reader, LogError> {
-        let consumer: BaseConsumer = self
+        let consumer: BaseConsumer<Quiet> = self
             .config
             .clone()
             // Assigned, not subscribed: the group id joins no group and nothing is committed,
@@ -192,7 +231,7 @@ impl KafkaLog {
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "true")
             .set("fetch.message.max.bytes", MAX_RECORD_BYTES.to_string())
-            .create()
+            .create_with_context(Quiet)
             .map_err(|e| unavailable("consumer", e))?;
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&self.topic, partition as i32, Offset::Offset(from as i64))
@@ -334,7 +373,7 @@ impl EventLog for KafkaLog {
             return Err(LogError::Invalid(format!("group name {group:?}")));
         }
         let prefix = self.topic.rsplit_once('.').map_or("", |(p, _)| p);
-        let consumer: BaseConsumer = self
+        let consumer: BaseConsumer<Quiet> = self
             .config
             .clone()
             .set("group.id", format!("{prefix}.{group}"))
@@ -346,7 +385,7 @@ impl EventLog for KafkaLog {
             // before dealing out the partitions without them (a member that crashed never
             // will). This thread polls every 100 ms, so a live member is never late.
             .set("max.poll.interval.ms", "15000")
-            .create()
+            .create_with_context(Quiet)
             .map_err(|e| unavailable("group consumer", e))?;
         consumer
             .subscribe(&[&self.topic])
