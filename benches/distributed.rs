@@ -94,17 +94,7 @@ struct PlainPoint<'a> {
 
 /// The same points inserted as plain rows, RowBinary over HTTP, 100,000 rows per insert.
 async fn baseline(url: &str, clients: usize, batches: usize) -> f64 {
-    let u = ClickHouseUrl::parse(url).unwrap();
-    let mut client = clickhouse::Client::default()
-        .with_url(&u.http)
-        .with_validation(false)
-        .with_compression(clickhouse::Compression::None);
-    if let Some(user) = &u.user {
-        client = client.with_user(user);
-    }
-    if let Some(p) = &u.password {
-        client = client.with_password(p);
-    }
+    let client = ClickHouseUrl::parse(url).unwrap().client();
     client
         .query("CREATE DATABASE IF NOT EXISTS bench_baseline")
         .execute()

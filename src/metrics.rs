@@ -80,18 +80,23 @@ impl Metrics {
     async fn render(&self) -> String {
         let mut out = String::new();
         let role = self.role;
-        let _ = writeln!(out, "# HELP runstream_up_seconds Seconds since the process started.");
-        let _ = writeln!(out, "# TYPE runstream_up_seconds gauge");
+        family(
+            &mut out,
+            "runstream_up_seconds",
+            "gauge",
+            "Seconds since the process started.",
+        );
         let _ = writeln!(
             out,
             "runstream_up_seconds{{role=\"{role}\"}} {}",
             self.started.elapsed().as_secs_f64()
         );
-        let _ = writeln!(
-            out,
-            "# HELP runstream_http_request_duration_seconds HTTP requests by route and status class."
+        family(
+            &mut out,
+            "runstream_http_request_duration_seconds",
+            "histogram",
+            "HTTP requests by route and status class.",
         );
-        let _ = writeln!(out, "# TYPE runstream_http_request_duration_seconds histogram");
         let mut keys: Vec<_> = self.requests.iter().map(|e| e.key().clone()).collect();
         keys.sort();
         for k in keys {
@@ -105,6 +110,7 @@ impl Metrics {
                 h.render(&mut out, "runstream_http_request_duration_seconds", &labels);
             }
         }
+        let load = |v: &AtomicU64| v.load(Ordering::Relaxed);
         if let Some(s) = &self.ingest {
             for (name, help, v) in [
                 (
@@ -123,79 +129,64 @@ impl Metrics {
                     &s.duplicates,
                 ),
             ] {
-                counter(&mut out, name, help, v.load(Ordering::Relaxed));
+                family(&mut out, name, "counter", help);
+                let _ = writeln!(out, "{name} {}", load(v));
             }
         }
         if let Some(s) = &self.projector {
-            counter(
-                &mut out,
-                "runstream_projector_events_total",
-                "Events folded into the views.",
-                s.events.load(Ordering::Relaxed),
-            );
-            counter(
-                &mut out,
-                "runstream_projector_points_total",
-                "Points folded into the views.",
-                s.points.load(Ordering::Relaxed),
-            );
-            counter(
-                &mut out,
-                "runstream_projector_skipped_records_total",
-                "Log records that could not be decoded and were stepped over.",
-                s.skipped_records.load(Ordering::Relaxed),
-            );
-            let _ = writeln!(
-                out,
-                "# HELP runstream_projector_flush_seconds Time and count of flushes into the views."
-            );
-            let _ = writeln!(out, "# TYPE runstream_projector_flush_seconds summary");
-            let _ = writeln!(
-                out,
-                "runstream_projector_flush_seconds_sum {}",
-                s.flush_micros.load(Ordering::Relaxed) as f64 / 1e6
-            );
-            let _ = writeln!(
-                out,
-                "runstream_projector_flush_seconds_count {}",
-                s.flushes.load(Ordering::Relaxed)
-            );
-            let _ = writeln!(
-                out,
-                "# HELP runstream_projector_last_flush_points Points in the last flush."
-            );
-            let _ = writeln!(out, "# TYPE runstream_projector_last_flush_points gauge");
-            let _ = writeln!(
-                out,
-                "runstream_projector_last_flush_points {}",
-                s.last_flush_points.load(Ordering::Relaxed)
-            );
-            let _ = writeln!(
-                out,
-                "# HELP runstream_projector_partitions Partitions this projector folds (its share of the group)."
-            );
-            let _ = writeln!(out, "# TYPE runstream_projector_partitions gauge");
-            let _ = writeln!(
-                out,
-                "runstream_projector_partitions {}",
-                s.share.load(Ordering::Relaxed)
-            );
+            for (name, help, v) in [
+                (
+                    "runstream_projector_events_total",
+                    "Events folded into the views.",
+                    &s.events,
+                ),
+                (
+                    "runstream_projector_points_total",
+                    "Points folded into the views.",
+                    &s.points,
+                ),
+                (
+                    "runstream_projector_skipped_records_total",
+                    "Log records that could not be decoded and were stepped over.",
+                    &s.skipped_records,
+                ),
+            ] {
+                family(&mut out, name, "counter", help);
+                let _ = writeln!(out, "{name} {}", load(v));
+            }
+            let name = "runstream_projector_flush_seconds";
+            family(&mut out, name, "summary", "Time and count of flushes into the views.");
+            let _ = writeln!(out, "{name}_sum {}", load(&s.flush_micros) as f64 / 1e6);
+            let _ = writeln!(out, "{name}_count {}", load(&s.flushes));
+            for (name, help, v) in [
+                (
+                    "runstream_projector_last_flush_points",
+                    "Points in the last flush.",
+                    &s.last_flush_points,
+                ),
+                (
+                    "runstream_projector_partitions",
+                    "Partitions this projector folds (its share of the group).",
+                    &s.share,
+                ),
+            ] {
+                family(&mut out, name, "gauge", help);
+                let _ = writeln!(out, "{name} {}", load(v));
+            }
         }
         if let Some((log, views)) = &self.lag {
             // Lag over all partitions: whichever projector holds one, the views are that far behind.
             if let (Ok(ends), Ok(checkpoint)) = (log.end_offsets().await, views.checkpoint().await) {
-                let _ = writeln!(
-                    out,
-                    "# HELP runstream_projector_lag_records Records in the log not yet in the views, per partition."
+                let name = "runstream_projector_lag_records";
+                family(
+                    &mut out,
+                    name,
+                    "gauge",
+                    "Records in the log not yet in the views, per partition.",
                 );
-                let _ = writeln!(out, "# TYPE runstream_projector_lag_records gauge");
                 for (p, end) in ends.iter().enumerate() {
                     let done = checkpoint.get(&(p as u32)).copied().unwrap_or(0);
-                    let _ = writeln!(
-                        out,
-                        "runstream_projector_lag_records{{partition=\"{p}\"}} {}",
-                        end.saturating_sub(done)
-                    );
+                    let _ = writeln!(out, "{name}{{partition=\"{p}\"}} {}", end.saturating_sub(done));
                 }
             }
         }
@@ -203,10 +194,10 @@ impl Metrics {
     }
 }
 
-fn counter(out: &mut String, name: &str, help: &str, v: u64) {
+/// The HELP and TYPE lines that open a metric family.
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} counter");
-    let _ = writeln!(out, "{name} {v}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
 fn escape(s: &str) -> String {

@@ -106,16 +106,14 @@ async fn sqlite_wait() {
     waiting_wakes_on_append(log).await;
 }
 
-#[tokio::test]
-async fn sqlite_survives_reopen_and_keeps_its_partition_count() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("l.db");
+/// A log opened again (by URL, as the binary does) keeps its records and the partition count it
+/// was created with, whatever count is asked for; topics are separate streams.
+async fn reopening_keeps_records_partitions_and_topics_apart(url: &str) {
     {
-        let log = SqliteLog::open(&path, "events", 4).await.unwrap();
+        let log = runstream_log::open(url, "events", 4).await.unwrap();
         log.append(vec![rec("a", b"1"), rec("a", b"2")]).await.unwrap();
     }
-    // A different partition count on reopen is ignored: the topic keeps the one it was created with.
-    let log = SqliteLog::open(&path, "events", 9).await.unwrap();
+    let log = runstream_log::open(url, "events", 9).await.unwrap();
     assert_eq!(log.partitions(), 4);
     let p = partition_for("a", 4);
     let back = log.read(p, 0, 10).await.unwrap();
@@ -123,12 +121,17 @@ async fn sqlite_survives_reopen_and_keeps_its_partition_count() {
         back.iter().map(|r| r.payload.clone()).collect::<Vec<_>>(),
         vec![b"1".to_vec(), b"2".to_vec()]
     );
-    let next = log.append(vec![rec("a", b"3")]).await.unwrap();
-    assert_eq!(next[0].offset, 2);
-    // Topics are separate streams in one file.
-    let other = SqliteLog::open(&path, "registry", 1).await.unwrap();
+    assert_eq!(log.append(vec![rec("a", b"3")]).await.unwrap()[0].offset, 2);
+    let other = runstream_log::open(url, "registry", 1).await.unwrap();
     assert_eq!(other.end_offsets().await.unwrap(), vec![0]);
-    assert!(SqliteLog::open(&path, "bad topic", 1).await.is_err());
+    assert!(runstream_log::open(url, "bad topic", 1).await.is_err());
+}
+
+#[tokio::test]
+async fn sqlite_survives_reopen_and_keeps_its_partition_count() {
+    let dir = tempfile::tempdir().unwrap();
+    reopening_keeps_records_partitions_and_topics_apart(&format!("sqlite://{}", dir.path().join("l.db").display()))
+        .await;
 }
 
 /// A file whose records sit in the first layout (a `WITHOUT ROWID` table) opens with every record
@@ -226,23 +229,7 @@ async fn kafka_wait() {
 #[tokio::test(flavor = "multi_thread")]
 async fn kafka_keeps_its_partition_count_and_topics_apart() {
     let broker = runstream_testkit::Broker::start();
-    let url = broker.url("reopen");
-    {
-        let log = KafkaLog::open(&url, "events", 4).await.unwrap();
-        log.append(vec![rec("a", b"1"), rec("a", b"2")]).await.unwrap();
-    }
-    let log = KafkaLog::open(&url, "events", 9).await.unwrap();
-    assert_eq!(log.partitions(), 4);
-    let p = partition_for("a", 4);
-    let back = log.read(p, 0, 10).await.unwrap();
-    assert_eq!(
-        back.iter().map(|r| r.payload.clone()).collect::<Vec<_>>(),
-        vec![b"1".to_vec(), b"2".to_vec()]
-    );
-    assert_eq!(log.append(vec![rec("a", b"3")]).await.unwrap()[0].offset, 2);
-    let other = KafkaLog::open(&url, "registry", 1).await.unwrap();
-    assert_eq!(other.end_offsets().await.unwrap(), vec![0]);
-    assert!(KafkaLog::open(&url, "bad topic", 1).await.is_err());
+    reopening_keeps_records_partitions_and_topics_apart(&broker.url("reopen")).await;
 }
 
 /// Waits until `m` holds `want` partitions (a group settles in seconds), returning them.

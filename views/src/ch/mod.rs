@@ -105,6 +105,23 @@ pub struct ClickHouseUrl {
 }
 
 impl ClickHouseUrl {
+    /// A client for the server (no database chosen). Old servers (18.16) read neither
+    /// LZ4-compressed requests from this client nor its typed-header format, so both are off;
+    /// values are still checked by the row types.
+    pub fn client(&self) -> Client {
+        let mut client = Client::default()
+            .with_url(&self.http)
+            .with_validation(false)
+            .with_compression(clickhouse::Compression::None);
+        if let Some(user) = &self.user {
+            client = client.with_user(user);
+        }
+        if let Some(p) = &self.password {
+            client = client.with_password(p);
+        }
+        client
+    }
+
     pub fn parse(url: &str) -> Result<Self, ViewError> {
         let bad = |why: &str| ViewError::UnsupportedUrl(format!("{url}: {why}"));
         let rest = url
@@ -160,18 +177,7 @@ impl ClickHouseViews {
     /// Connects, creates the database and brings the generation's tables to this build's schema.
     pub async fn open(url: &str) -> Result<Self, ViewError> {
         let u = ClickHouseUrl::parse(url)?;
-        // Old servers (18.16) read neither LZ4-compressed requests from this client nor its
-        // typed-header format, so both are off; values are still checked by the row types.
-        let mut client = Client::default()
-            .with_url(&u.http)
-            .with_validation(false)
-            .with_compression(clickhouse::Compression::None);
-        if let Some(user) = &u.user {
-            client = client.with_user(user);
-        }
-        if let Some(p) = &u.password {
-            client = client.with_password(p);
-        }
+        let client = u.client();
         let version: String = client
             .query("SELECT version()")
             .fetch_one()
