@@ -76,7 +76,7 @@ pub async fn serve(cfg: Config, roles: Roles) -> anyhow::Result<()> {
     let log = runstream_log::open(&cfg.log_url, "events", cfg.partitions).await?;
     let registry_log = runstream_log::open(&cfg.log_url, "registry", 1).await?;
     let registry = Arc::new(Registry::new());
-    let mut registry_next = registry_follow::load(registry_log.as_ref(), &registry, 0).await?;
+    runstream_ingest::load_registry(registry_log.as_ref(), &registry).await?;
 
     // The first start creates the default workspace; ingest owns writes, so only it does.
     let created = if !roles.ingest {
@@ -113,7 +113,7 @@ pub async fn serve(cfg: Config, roles: Roles) -> anyhow::Result<()> {
         runstream_ingest::register_admin_token(registry_log.clone(), &registry, token).await?;
         tracing::info!("registered RUNSTREAM_ADMIN_TOKEN as an admin token");
     }
-    registry_next = registry_follow::load(registry_log.as_ref(), &registry, registry_next).await?;
+    runstream_ingest::load_registry(registry_log.as_ref(), &registry).await?;
 
     let views_url = cfg.current_views_url()?;
     let views = runstream_views::open(&views_url)
@@ -139,7 +139,6 @@ pub async fn serve(cfg: Config, roles: Roles) -> anyhow::Result<()> {
     let follower = tokio::spawn(registry_follow::follow(
         registry_log.clone(),
         registry.clone(),
-        registry_next,
         shutdown_rx.clone(),
     ));
 
@@ -173,6 +172,11 @@ pub async fn serve(cfg: Config, roles: Roles) -> anyhow::Result<()> {
         }),
     );
     if roles.ingest {
+        // MLflow's API writes and reads (its clients expect their writes back at once), so it
+        // goes with ingest, which holds the log, the registry and the views.
+        app = app.merge(runstream_mlflow::router(runstream_mlflow::MlflowState::new(
+            ingest.clone(),
+        )));
         app = app.merge(runstream_ingest::router(ingest));
     }
     if roles.query {

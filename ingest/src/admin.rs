@@ -11,7 +11,9 @@ use axum::http::{HeaderMap, StatusCode};
 use rand::RngCore;
 use runstream_http::{ApiError, Authenticated, UrlPath, parse_json};
 use runstream_log::{AppendRecord, EventLog, LogError};
-use runstream_schema::{EventId, Grant, ProjectId, RegistryBody, RegistryEvent, Role, WorkspaceId, encode_registry};
+use runstream_schema::{
+    EventId, Grant, ProjectId, RegistryBody, RegistryEvent, Role, WorkspaceId, decode_registry, encode_registry,
+};
 use runstream_views::registry::{Registry, token_digest};
 use serde::Deserialize;
 
@@ -19,6 +21,57 @@ use crate::events::read_body;
 use crate::{IngestState, now_ms};
 
 const ADMIN_BODY_LIMIT: usize = 64 << 10;
+
+/// Folds the registry records this process has not folded yet, up to the log's end, in order.
+pub async fn load_registry(log: &dyn EventLog, registry: &Registry) -> Result<(), LogError> {
+    loop {
+        let from = registry.next_offset();
+        let records = log.read(0, from, 1024).await?;
+        if records.is_empty() {
+            return Ok(());
+        }
+        for r in records {
+            match decode_registry(&r.payload) {
+                Ok(events) => registry.apply_record(r.position.offset, &events),
+                Err(e) => {
+                    tracing::error!(offset = r.position.offset, error = %e, "undecodable registry record");
+                    registry.apply_record(r.position.offset, &[]);
+                }
+            }
+        }
+    }
+}
+
+/// Appends registry events as one record and waits until this process has folded it (and every
+/// record before it), so the caller reads the registry as the log decides it: the answer to a
+/// write whose effect depends on what came first (an experiment's name) is the same everywhere.
+/// Returns the record's offset.
+pub async fn append_registry_folded(
+    log: &dyn EventLog,
+    registry: &Registry,
+    events: Vec<RegistryEvent>,
+) -> Result<u64, LogError> {
+    let written = log
+        .append(vec![AppendRecord {
+            key: "registry".into(),
+            payload: encode_registry(&events),
+        }])
+        .await?;
+    let offset = written.first().map_or(0, |p| p.offset);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        load_registry(log, registry).await?;
+        if registry.next_offset() > offset {
+            return Ok(offset);
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(LogError::Unavailable(format!(
+                "registry record {offset} was acknowledged but is not readable yet"
+            )));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
 
 async fn append_registry(log: &dyn EventLog, registry: &Registry, events: Vec<RegistryEvent>) -> Result<(), LogError> {
     log.append(vec![AppendRecord {

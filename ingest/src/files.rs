@@ -48,6 +48,42 @@ pub(crate) async fn upload(
         .authorize(&principal, &project, runstream_schema::Role::Writer)?;
     let Query(q) = query.map_err(|e| ApiError::invalid("query", e.body_text()))?;
     let run = RunId::new(run).map_err(|e| ApiError::from(e.within("run")))?;
+    upload_file(&st, &principal, &project, run, path, q.into(), &headers, body)
+        .await
+        .map(Json)
+}
+
+/// What an upload may say besides its bytes.
+#[derive(Debug, Default)]
+pub struct UploadOptions {
+    pub step: Option<i64>,
+    pub media_type: Option<String>,
+    pub event_id: Option<String>,
+}
+
+impl From<UploadQuery> for UploadOptions {
+    fn from(q: UploadQuery) -> Self {
+        UploadOptions {
+            step: q.step,
+            media_type: q.media_type,
+            event_id: q.event_id,
+        }
+    }
+}
+
+/// Stores an uploaded file of a run of `project` (which the caller has authorized for writing)
+/// and appends its file event; answers what the upload endpoint answers.
+#[allow(clippy::too_many_arguments)]
+pub async fn upload_file(
+    st: &IngestState,
+    principal: &runstream_views::registry::Principal,
+    project: &runstream_schema::ProjectId,
+    run: RunId,
+    path: String,
+    q: UploadOptions,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<serde_json::Value, ApiError> {
     check_path(&path).map_err(|e| ApiError::from(e.within("path")))?;
     if let Some(s) = q.step.filter(|s| !(0..=MAX_STEP).contains(s)) {
         return Err(ApiError::invalid("step", format!("step {s} is outside 0..={MAX_STEP}")));
@@ -64,8 +100,8 @@ pub(crate) async fn upload(
         actor: principal.name.clone(),
         ingest_time_ms: now_ms(),
     };
-    let project_key = runstream_schema::project_key(&ctx.workspace, &project);
-    if !run_exists(&st, &project_key, run.as_str()).await? {
+    let project_key = runstream_schema::project_key(&ctx.workspace, project);
+    if !run_exists(st, &project_key, run.as_str()).await? {
         return Err(ApiError::not_found(format!(
             "run {run:?} does not exist in project {project:?}; create it first with a run_created event"
         )));
@@ -78,7 +114,7 @@ pub(crate) async fn upload(
     if declared.is_some_and(|n| n > limit) {
         return Err(ApiError::too_large(format!("file exceeds the limit of {limit} bytes")));
     }
-    let (sha, size) = store_blob(&st, body, limit).await?;
+    let (sha, size) = store_blob(st, body, limit).await?;
     let media_type = q
         .media_type
         .or_else(|| {
@@ -127,12 +163,12 @@ pub(crate) async fn upload(
         body: EventBody::File(file.clone()),
     };
     event.body.validate().map_err(ApiError::from)?;
-    let resp = append(&st, &project, vec![(event, None)]).await?;
-    Ok(Json(serde_json::json!({
+    let resp = append(st, project, vec![(event, None)]).await?;
+    Ok(serde_json::json!({
         "path": file.path, "step": file.step, "sha256": file.sha256, "size": file.size,
         "blob_key": file.blob_key, "media_type": file.media_type, "event_id": id.to_string(),
         "duplicate": resp.duplicates > 0, "position": resp.position,
-    })))
+    }))
 }
 
 /// Streams the body into the blob store; returns its sha256 (hex) and size.

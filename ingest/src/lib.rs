@@ -26,9 +26,31 @@ use runstream_log::EventLog;
 use runstream_views::ViewStore;
 use runstream_views::registry::Registry;
 
-pub use admin::{Bootstrap, bootstrap, register_admin_token};
-pub use files::blob_key;
+pub use admin::{Bootstrap, append_registry_folded, bootstrap, load_registry, register_admin_token};
+pub use events::AppendResponse;
+pub use files::{UploadOptions, blob_key, upload_file};
 pub use recent::RecentIds;
+
+/// Appends events another front end (the MLflow-compatible API) built for `project`, which the
+/// caller has authorized: each body is validated, the batch follows the rules of the events
+/// endpoint (ids unique in the batch, runs exist or are created in it, retries recognised).
+/// File events are refused here as there: only uploads write them.
+pub async fn append_built(
+    st: &IngestState,
+    project: &runstream_schema::ProjectId,
+    events: Vec<runstream_schema::Event>,
+) -> Result<AppendResponse, runstream_http::ApiError> {
+    for (i, e) in events.iter().enumerate() {
+        if matches!(e.body, runstream_schema::Body::File(_)) {
+            return Err(runstream_http::ApiError::invalid(
+                format!("events[{i}]"),
+                "file events are written by uploads",
+            ));
+        }
+        e.body.validate().map_err(|err| err.within(&format!("events[{i}]")))?;
+    }
+    events::append(st, project, events.into_iter().map(|e| (e, None)).collect()).await
+}
 
 /// Limits on what one request may carry.
 #[derive(Debug, Clone)]

@@ -354,7 +354,7 @@ fn from_wire(e: wire::Event) -> Result<Event, ValidationError> {
         }),
         Some(B::RunDeleted(_)) => Body::RunDeleted,
         Some(B::RunRestored(_)) => Body::RunRestored,
-        Some(B::ProjectCreated(_) | B::TokenIssued(_) | B::TokenRevoked(_)) => {
+        Some(B::ProjectCreated(_) | B::TokenIssued(_) | B::TokenRevoked(_) | B::Experiment(_)) => {
             return Err(ValidationError::new("body", "registry events are not run events"));
         }
     };
@@ -429,6 +429,14 @@ pub fn encode_registry(events: &[RegistryEvent]) -> Vec<u8> {
                         token_id: token_id.clone(),
                     }),
                 ),
+                RegistryBody::Experiment {
+                    project,
+                    experiment,
+                    change,
+                } => (
+                    project.to_string(),
+                    B::Experiment(experiment_to_wire(*experiment, change)),
+                ),
             };
             wire::Event {
                 id: e.id.to_bytes().to_vec(),
@@ -444,6 +452,51 @@ pub fn encode_registry(events: &[RegistryEvent]) -> Vec<u8> {
         })
         .collect();
     wire::EventBatch { events }.encode_to_vec()
+}
+
+fn experiment_to_wire(id: u64, change: &ExperimentChange) -> wire::ExperimentChanged {
+    use wire::experiment_changed::Change as C;
+    let tag = |k: &String, v: &String| wire::ExperimentTag {
+        key: k.clone(),
+        value: v.clone(),
+    };
+    let change = match change {
+        ExperimentChange::Created {
+            name,
+            artifact_location,
+            tags,
+        } => C::Created(wire::ExperimentCreated {
+            name: name.clone(),
+            artifact_location: artifact_location.clone(),
+            tags: tags.iter().map(|(k, v)| tag(k, v)).collect(),
+        }),
+        ExperimentChange::Renamed(name) => C::Renamed(name.clone()),
+        ExperimentChange::Deleted => C::Deleted(true),
+        ExperimentChange::Restored => C::Deleted(false),
+        ExperimentChange::TagSet(k, v) => C::TagSet(tag(k, v)),
+        ExperimentChange::TagDeleted(k) => C::TagDeleted(k.clone()),
+    };
+    wire::ExperimentChanged {
+        experiment_id: id,
+        change: Some(change),
+    }
+}
+
+fn experiment_from_wire(change: Option<wire::experiment_changed::Change>) -> Result<ExperimentChange, ValidationError> {
+    use wire::experiment_changed::Change as C;
+    Ok(match change {
+        Some(C::Created(c)) => ExperimentChange::Created {
+            name: c.name,
+            artifact_location: c.artifact_location,
+            tags: c.tags.into_iter().map(|t| (t.key, t.value)).collect(),
+        },
+        Some(C::Renamed(name)) => ExperimentChange::Renamed(name),
+        Some(C::Deleted(true)) => ExperimentChange::Deleted,
+        Some(C::Deleted(false)) => ExperimentChange::Restored,
+        Some(C::TagSet(t)) => ExperimentChange::TagSet(t.key, t.value),
+        Some(C::TagDeleted(k)) => ExperimentChange::TagDeleted(k),
+        None => return Err(ValidationError::new("experiment.change", "no change")),
+    })
 }
 
 /// Decodes a registry log record.
@@ -487,6 +540,11 @@ pub fn decode_registry(bytes: &[u8]) -> Result<Vec<RegistryEvent>, DecodeError> 
                     .collect::<Result<_, ValidationError>>()?,
             },
             Some(B::TokenRevoked(t)) => RegistryBody::TokenRevoked { token_id: t.token_id },
+            Some(B::Experiment(x)) => RegistryBody::Experiment {
+                project: field("project", ProjectId::new(e.project))?,
+                experiment: x.experiment_id,
+                change: experiment_from_wire(x.change)?,
+            },
             _ => return Err(ValidationError::new("body", "not a registry event").into()),
         };
         out.push(RegistryEvent {
@@ -714,6 +772,32 @@ mod tests {
                 body: RegistryBody::TokenRevoked { token_id: "t1".into() },
             },
         ];
+        let changes = [
+            ExperimentChange::Created {
+                name: "exp".into(),
+                artifact_location: "mlflow-artifacts:/7".into(),
+                tags: vec![("k".into(), "v".into()), ("k2".into(), String::new())],
+            },
+            ExperimentChange::Renamed("exp2".into()),
+            ExperimentChange::Deleted,
+            ExperimentChange::Restored,
+            ExperimentChange::TagSet("a".into(), "b".into()),
+            ExperimentChange::TagDeleted("a".into()),
+        ];
+        let ev: Vec<RegistryEvent> = ev
+            .into_iter()
+            .chain(changes.into_iter().enumerate().map(|(i, change)| RegistryEvent {
+                id: EventId::random(),
+                workspace: WorkspaceId::new("ws").unwrap(),
+                time_ms: 4,
+                actor: "root".into(),
+                body: RegistryBody::Experiment {
+                    project: ProjectId::new("p").unwrap(),
+                    experiment: i as u64 * 7,
+                    change,
+                },
+            }))
+            .collect();
         assert_eq!(decode_registry(&encode_registry(&ev)).unwrap(), ev);
     }
 }

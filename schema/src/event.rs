@@ -396,6 +396,30 @@ pub enum RegistryBody {
     TokenRevoked {
         token_id: String,
     },
+    /// A change to an experiment of `project`; see [`ExperimentChange`].
+    Experiment {
+        project: ProjectId,
+        /// The experiment changed; unused by [`ExperimentChange::Created`], whose experiment takes
+        /// the offset of its registry record as id.
+        experiment: u64,
+        change: ExperimentChange,
+    },
+}
+
+/// What happens to an experiment. Experiments are named groups of a project's runs with tags
+/// and a lifecycle, as MLflow's clients expect them; a run belongs to one by its name.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExperimentChange {
+    Created {
+        name: String,
+        artifact_location: String,
+        tags: Vec<(String, String)>,
+    },
+    Renamed(String),
+    Deleted,
+    Restored,
+    TagSet(String, String),
+    TagDeleted(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

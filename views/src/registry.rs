@@ -3,9 +3,17 @@
 //! Every process folds the registry events into these maps at start and keeps following them,
 //! so checking a token costs a hash and a map lookup, never a round trip. Tokens are stored only
 //! as their sha256; the secret is shown once, when issued.
+//!
+//! Experiments live here too: few per project, read on most MLflow requests. An experiment takes
+//! the offset of the registry record that created it as id, and a name a record claims when
+//! another experiment holds (or once held) it leaves the record without effect, so records must
+//! be folded in log order, through [`Registry::apply_record`], for every process to agree.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 
 use dashmap::DashMap;
-use runstream_schema::{Grant, ProjectId, RegistryBody, RegistryEvent, Role, WorkspaceId};
+use runstream_schema::{ExperimentChange, Grant, ProjectId, RegistryBody, RegistryEvent, Role, WorkspaceId};
 use sha2::{Digest, Sha256};
 
 #[derive(Debug, Clone)]
@@ -36,6 +44,14 @@ impl Principal {
             .max()
     }
 
+    /// The projects granted by name (workspace-wide grants left out), each once, sorted.
+    pub fn granted_projects(&self) -> Vec<ProjectId> {
+        let mut v: Vec<ProjectId> = self.grants.iter().filter_map(|g| g.project.clone()).collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
     /// Whether the principal administers the whole workspace.
     pub fn is_workspace_admin(&self) -> bool {
         self.grants.iter().any(|g| g.project.is_none() && g.role == Role::Admin)
@@ -58,11 +74,53 @@ pub enum AuthError {
     },
 }
 
+/// The name of every project's experiment 0, which always exists.
+pub const DEFAULT_EXPERIMENT: &str = "Default";
+
+/// An experiment of a project.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Experiment {
+    pub id: u64,
+    pub name: String,
+    /// Names it held before renames: its runs may still carry them.
+    pub former_names: Vec<String>,
+    pub artifact_location: String,
+    pub deleted: bool,
+    pub tags: BTreeMap<String, String>,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+impl Experiment {
+    fn default_of_project() -> Self {
+        Experiment {
+            id: 0,
+            name: DEFAULT_EXPERIMENT.to_string(),
+            former_names: Vec::new(),
+            artifact_location: String::new(),
+            deleted: false,
+            tags: BTreeMap::new(),
+            created_ms: 0,
+            updated_ms: 0,
+        }
+    }
+
+    /// Whether the experiment holds or once held `name`.
+    pub fn answers_to(&self, name: &str) -> bool {
+        self.name == name || self.former_names.iter().any(|n| n == name)
+    }
+}
+
+type ProjectKey = (WorkspaceId, ProjectId);
+
 #[derive(Default)]
 pub struct Registry {
     tokens: DashMap<[u8; 32], TokenInfo>,
     token_ids: DashMap<String, [u8; 32]>,
-    projects: DashMap<(WorkspaceId, ProjectId), String>,
+    projects: DashMap<ProjectKey, String>,
+    experiments: DashMap<ProjectKey, BTreeMap<u64, Experiment>>,
+    /// The next registry log offset to fold; held while a record is folded.
+    next_offset: Mutex<u64>,
 }
 
 /// The sha256 a token is known by.
@@ -75,7 +133,143 @@ impl Registry {
         Self::default()
     }
 
-    /// Folds one registry event in. Applying an event twice has no further effect.
+    /// Folds the events of the registry log record at `offset`, once: records must come in log
+    /// order, and one already folded is skipped.
+    pub fn apply_record(&self, offset: u64, events: &[RegistryEvent]) {
+        let mut next = self.next_offset.lock().unwrap_or_else(|p| p.into_inner());
+        if offset < *next {
+            return;
+        }
+        for e in events {
+            match &e.body {
+                RegistryBody::Experiment {
+                    project,
+                    experiment,
+                    change,
+                } => self.apply_experiment(offset, e, project, *experiment, change),
+                _ => self.apply(e),
+            }
+        }
+        *next = offset + 1;
+    }
+
+    /// The offset of the first registry record not folded yet.
+    pub fn next_offset(&self) -> u64 {
+        *self.next_offset.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn apply_experiment(
+        &self,
+        offset: u64,
+        e: &RegistryEvent,
+        project: &ProjectId,
+        id: u64,
+        change: &ExperimentChange,
+    ) {
+        let mut all = self
+            .experiments
+            .entry((e.workspace.clone(), project.clone()))
+            .or_default();
+        let taken = |all: &BTreeMap<u64, Experiment>, name: &str, by: u64| {
+            (name == DEFAULT_EXPERIMENT && by != 0 && !all.contains_key(&0))
+                || all.values().any(|x| x.id != by && x.answers_to(name))
+        };
+        if let ExperimentChange::Created {
+            name,
+            artifact_location,
+            tags,
+        } = change
+        {
+            if !all.contains_key(&offset) && !taken(&all, name, offset) {
+                all.insert(
+                    offset,
+                    Experiment {
+                        id: offset,
+                        name: name.clone(),
+                        former_names: Vec::new(),
+                        artifact_location: artifact_location.clone(),
+                        deleted: false,
+                        tags: tags.iter().cloned().collect(),
+                        created_ms: e.time_ms,
+                        updated_ms: e.time_ms,
+                    },
+                );
+            }
+            return;
+        }
+        if id == 0 && !all.contains_key(&0) {
+            all.insert(0, Experiment::default_of_project());
+        }
+        let name_taken = match change {
+            ExperimentChange::Renamed(name) => taken(&all, name, id),
+            _ => false,
+        };
+        let Some(x) = all.get_mut(&id) else { return };
+        match change {
+            ExperimentChange::Created { .. } => {}
+            ExperimentChange::Renamed(name) => {
+                if name_taken || *name == x.name {
+                    return;
+                }
+                let old = std::mem::replace(&mut x.name, name.clone());
+                if !x.former_names.contains(&old) {
+                    x.former_names.push(old);
+                }
+            }
+            ExperimentChange::Deleted => x.deleted = true,
+            ExperimentChange::Restored => x.deleted = false,
+            ExperimentChange::TagSet(k, v) => {
+                x.tags.insert(k.clone(), v.clone());
+            }
+            ExperimentChange::TagDeleted(k) => {
+                x.tags.remove(k);
+            }
+        }
+        x.updated_ms = e.time_ms;
+    }
+
+    /// The experiments of a project, by id, the default experiment (0) first.
+    pub fn experiments(&self, workspace: &WorkspaceId, project: &ProjectId) -> Vec<Experiment> {
+        let mut out = self
+            .experiments
+            .get(&(workspace.clone(), project.clone()))
+            .map(|m| m.values().cloned().collect::<Vec<_>>())
+            .unwrap_or_default();
+        if out.first().is_none_or(|x| x.id != 0) {
+            out.insert(0, Experiment::default_of_project());
+        }
+        out
+    }
+
+    pub fn experiment(&self, workspace: &WorkspaceId, project: &ProjectId, id: u64) -> Option<Experiment> {
+        let found = self
+            .experiments
+            .get(&(workspace.clone(), project.clone()))
+            .and_then(|m| m.get(&id).cloned());
+        found.or_else(|| (id == 0).then(Experiment::default_of_project))
+    }
+
+    /// The experiment named `name` now.
+    pub fn experiment_by_name(&self, workspace: &WorkspaceId, project: &ProjectId, name: &str) -> Option<Experiment> {
+        self.experiments(workspace, project)
+            .into_iter()
+            .find(|x| x.name == name)
+    }
+
+    /// The experiment that holds or once held `name`, which no other may take.
+    pub fn experiment_answering_to(
+        &self,
+        workspace: &WorkspaceId,
+        project: &ProjectId,
+        name: &str,
+    ) -> Option<Experiment> {
+        self.experiments(workspace, project)
+            .into_iter()
+            .find(|x| x.answers_to(name))
+    }
+
+    /// Folds one registry event in. Applying an event twice has no further effect. Experiment
+    /// changes need their record's offset: they are folded by [`Registry::apply_record`] only.
     pub fn apply(&self, e: &RegistryEvent) {
         match &e.body {
             RegistryBody::ProjectCreated { project, description } => {
@@ -109,6 +303,7 @@ impl Registry {
                     t.revoked = true;
                 }
             }
+            RegistryBody::Experiment { .. } => {}
         }
     }
 
@@ -241,5 +436,68 @@ mod tests {
             r.authorize(&p, "zzz", Role::Viewer),
             Err(AuthError::NoSuchProject(..))
         ));
+    }
+
+    fn exp(project: &str, experiment: u64, change: ExperimentChange) -> RegistryEvent {
+        ev(RegistryBody::Experiment {
+            project: ProjectId::new(project).unwrap(),
+            experiment,
+            change,
+        })
+    }
+
+    fn created(name: &str) -> ExperimentChange {
+        ExperimentChange::Created {
+            name: name.into(),
+            artifact_location: String::new(),
+            tags: vec![("k".into(), "v".into())],
+        }
+    }
+
+    #[test]
+    fn experiments_take_their_record_offset_as_id_and_names_stay_unique() {
+        let r = Registry::new();
+        let (w, p) = (WorkspaceId::new("w").unwrap(), ProjectId::new("p").unwrap());
+        // Only the default experiment before anything is created.
+        assert_eq!(r.experiments(&w, &p).iter().map(|x| x.id).collect::<Vec<_>>(), [0]);
+        r.apply_record(3, &[exp("p", 0, created("a"))]);
+        // A second claim on the name, folded later, has no effect; nor has "Default".
+        r.apply_record(4, &[exp("p", 0, created("a"))]);
+        r.apply_record(5, &[exp("p", 0, created(DEFAULT_EXPERIMENT))]);
+        r.apply_record(6, &[exp("p", 0, created("b"))]);
+        let ids: Vec<u64> = r.experiments(&w, &p).iter().map(|x| x.id).collect();
+        assert_eq!(ids, [0, 3, 6]);
+        assert_eq!(
+            r.experiment(&w, &p, 3).unwrap().tags.get("k").map(String::as_str),
+            Some("v")
+        );
+        // Records are folded once and in order: an old offset is skipped.
+        r.apply_record(2, &[exp("p", 0, created("late"))]);
+        assert!(r.experiment_by_name(&w, &p, "late").is_none());
+        assert_eq!(r.next_offset(), 7);
+
+        // A rename keeps the old name for the runs that carry it; nobody else may take it.
+        r.apply_record(7, &[exp("p", 3, ExperimentChange::Renamed("a2".into()))]);
+        let a = r.experiment(&w, &p, 3).unwrap();
+        assert_eq!((a.name.as_str(), a.former_names.clone()), ("a2", vec!["a".to_string()]));
+        assert_eq!(r.experiment_answering_to(&w, &p, "a").unwrap().id, 3);
+        r.apply_record(8, &[exp("p", 0, created("a"))]);
+        r.apply_record(9, &[exp("p", 6, ExperimentChange::Renamed("a2".into()))]);
+        assert_eq!(r.experiments(&w, &p).len(), 3);
+        assert_eq!(r.experiment(&w, &p, 6).unwrap().name, "b");
+
+        r.apply_record(10, &[exp("p", 6, ExperimentChange::Deleted)]);
+        assert!(r.experiment(&w, &p, 6).unwrap().deleted);
+        r.apply_record(11, &[exp("p", 6, ExperimentChange::Restored)]);
+        r.apply_record(12, &[exp("p", 0, ExperimentChange::TagSet("t".into(), "1".into()))]);
+        r.apply_record(13, &[exp("p", 3, ExperimentChange::TagDeleted("k".into()))]);
+        assert!(!r.experiment(&w, &p, 6).unwrap().deleted);
+        assert_eq!(
+            r.experiment(&w, &p, 0).unwrap().tags.get("t").map(String::as_str),
+            Some("1")
+        );
+        assert!(r.experiment(&w, &p, 3).unwrap().tags.is_empty());
+        // Another project has experiments of its own.
+        assert_eq!(r.experiments(&w, &ProjectId::new("q").unwrap()).len(), 1);
     }
 }

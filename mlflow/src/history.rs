@@ -1,0 +1,165 @@
+//! `metrics/get-history` and `metrics/get-history-bulk-interval`: a metric's points, read from
+//! the series views.
+
+use axum::extract::State;
+use runstream_schema::{MAX_STEP, Role, RunId};
+use runstream_views::{PointRow, SeriesKey};
+use serde_json::{Value, json};
+
+use crate::req::{Answer, MlflowError, Req};
+use crate::{Ctx, MlflowAuth, MlflowState, ok};
+
+/// Points per page when the client names no `max_results`.
+const DEFAULT_PAGE: usize = 25_000;
+const MAX_PAGE: usize = 1_000_000;
+/// Runs one bulk-interval request may name, and its largest sample per run.
+const MAX_BULK_RUNS: usize = 100;
+const MAX_BULK_RESULTS: usize = 2_500;
+
+fn point_json(key: &str, p: &PointRow, run: Option<&str>) -> Value {
+    let mut v = json!({
+        "key": key,
+        "value": crate::req::double(p.value),
+        "timestamp": p.time_ms,
+        "step": p.step,
+    });
+    if let Some(r) = run {
+        v["run_id"] = r.into();
+    }
+    v
+}
+
+async fn check_run(st: &MlflowState, ctx: &Ctx, raw: &str) -> Result<String, MlflowError> {
+    let missing = || MlflowError::not_found(format!("Run with id={raw} not found"));
+    let run = RunId::new(raw).map_err(|_| missing())?;
+    if !st.ingest.views.run_exists(&ctx.key, run.as_str()).await? {
+        return Err(missing());
+    }
+    Ok(run.to_string())
+}
+
+pub(crate) async fn get_history(State(st): State<MlflowState>, MlflowAuth(p): MlflowAuth, req: Req) -> Answer {
+    let ctx = Ctx::of(&st, p, Role::Viewer)?;
+    let raw = req.run_id()?;
+    let key = req.required_str("metric_key")?;
+    let limit = match req.i64("max_results")? {
+        None => DEFAULT_PAGE,
+        Some(n) if (1..=MAX_PAGE as i64).contains(&n) => n as usize,
+        Some(n) => {
+            return Err(MlflowError::invalid(format!(
+                "Invalid value {n} for parameter 'max_results' supplied: it must be from 1 to {MAX_PAGE}"
+            )));
+        }
+    };
+    let from = match req.str("page_token")?.filter(|t| !t.is_empty()) {
+        None => 0,
+        Some(t) => t
+            .parse::<i64>()
+            .ok()
+            .filter(|s| (0..=MAX_STEP).contains(s))
+            .ok_or_else(|| MlflowError::invalid(format!("Invalid page token '{t}'")))?,
+    };
+    st.caught_up().await?;
+    let run = check_run(&st, &ctx, &raw).await?;
+    let series = SeriesKey {
+        project: ctx.key.clone(),
+        run,
+        path: key.clone(),
+    };
+    // One point more than the page tells whether another page follows.
+    let mut points = st.ingest.views.read_points(&series, from, MAX_STEP, limit + 1).await?;
+    let next = (points.len() > limit).then(|| points[limit].step);
+    points.truncate(limit);
+    let mut answer = json!({ "metrics": points.iter().map(|p| point_json(&key, p, None)).collect::<Vec<_>>() });
+    if let Some(step) = next {
+        answer["next_page_token"] = step.to_string().into();
+    }
+    ok(answer)
+}
+
+/// At most `n` points of `points` (in step order), evenly spread over their steps, the first
+/// and last always among them.
+fn sample(points: Vec<PointRow>, n: usize) -> Vec<PointRow> {
+    if points.len() <= n || n == 0 {
+        return points;
+    }
+    if n == 1 {
+        return vec![points[points.len() - 1]];
+    }
+    let last = points.len() - 1;
+    let mut picked: Vec<usize> = (0..n).map(|i| i * last / (n - 1)).collect();
+    picked.dedup();
+    picked.into_iter().map(|i| points[i]).collect()
+}
+
+pub(crate) async fn get_history_bulk_interval(
+    State(st): State<MlflowState>,
+    MlflowAuth(p): MlflowAuth,
+    req: Req,
+) -> Answer {
+    let ctx = Ctx::of(&st, p, Role::Viewer)?;
+    let runs: Vec<String> = req
+        .list("run_ids")
+        .into_iter()
+        .map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))
+        .collect();
+    if runs.is_empty() {
+        return Err(MlflowError::missing("run_ids"));
+    }
+    if runs.len() > MAX_BULK_RUNS {
+        return Err(MlflowError::invalid(format!(
+            "GetMetricHistoryBulkInterval request must specify at most {MAX_BULK_RUNS} run_ids. Received {} run_ids.",
+            runs.len()
+        )));
+    }
+    let key = req.required_str("metric_key")?;
+    let start = req.i64("start_step")?.unwrap_or(0).max(0);
+    let end = req.i64("end_step")?.unwrap_or(MAX_STEP).min(MAX_STEP);
+    if start > end {
+        return Err(MlflowError::invalid(format!(
+            "end_step ({end}) must be greater than or equal to start_step ({start})"
+        )));
+    }
+    let max = match req.i64("max_results")? {
+        None => 320,
+        Some(n) if (1..=MAX_BULK_RESULTS as i64).contains(&n) => n as usize,
+        Some(n) => {
+            return Err(MlflowError::invalid(format!(
+                "Invalid value {n} for parameter 'max_results' supplied: it must be from 1 to {MAX_BULK_RESULTS}"
+            )));
+        }
+    };
+    st.caught_up().await?;
+    let mut metrics = Vec::new();
+    for raw in &runs {
+        let run = check_run(&st, &ctx, raw).await?;
+        let series = SeriesKey {
+            project: ctx.key.clone(),
+            run: run.clone(),
+            path: key.clone(),
+        };
+        let points = st.ingest.views.read_points(&series, start, end, MAX_PAGE).await?;
+        metrics.extend(sample(points, max).iter().map(|p| point_json(&key, p, Some(&run))));
+    }
+    ok(json!({ "metrics": metrics }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sample_keeps_the_ends_and_spreads_evenly() {
+        let points: Vec<PointRow> = (0..100)
+            .map(|s| PointRow {
+                step: s,
+                time_ms: 0,
+                value: s as f64,
+            })
+            .collect();
+        let s = sample(points.clone(), 5);
+        assert_eq!(s.iter().map(|p| p.step).collect::<Vec<_>>(), [0, 24, 49, 74, 99]);
+        assert_eq!(sample(points.clone(), 200).len(), 100);
+        assert_eq!(sample(points, 1)[0].step, 99);
+    }
+}
