@@ -9,15 +9,16 @@
 use axum::extract::{Path, State};
 use runstream_schema::{ArtifactKind, Body, Direction, LineageLink, Role, RunCreated, RunId};
 use runstream_views::RunDetail;
-use runstream_views::search::{Field, Filter, Literal, RunSearch, SearchCursor, SystemField};
+use runstream_views::search::{Field, Filter, Literal, RunSearch, SystemField};
 use serde_json::{Value, json};
 
-use crate::experiments::{find, id_for_run_experiment, run_names_of};
-use crate::req::{Answer, MlflowError, Req, double};
+use crate::experiments::{find, id_for_run_experiment};
+use crate::req::{Answer, MlflowError, Req};
 use crate::runs::{
-    append, check_param_value, check_tag_value, detail, event, new_params, params_of, run_id, string_attr, tag_pair,
+    append, check_param_value, check_tag_value, detail, event, latest_metrics, new_params, params_of, run_id,
+    set_strings, string_attr, tag_pair,
 };
-use crate::search::{Kind, Resolved, field_of, parse_filter_with};
+use crate::search::{Kind, Resolved, experiment_names, field_of, page_token, parse_filter_with, parse_page_token};
 use crate::{Ctx, MlflowAuth, MlflowState, now_ms, ok};
 
 /// The attribute that marks a run as a logged model, holding its status.
@@ -56,17 +57,7 @@ async fn model_json(st: &MlflowState, ctx: &Ctx, d: &RunDetail) -> Result<Value,
             json!({"key": k, "value": v})
         })
         .collect();
-    let metrics: Vec<Value> = d
-        .series
-        .iter()
-        .filter(|s| s.kind == "float")
-        .filter_map(|s| {
-            Some(json!({
-                "key": s.path, "value": double(s.last_value?), "timestamp": s.last_time_ms.unwrap_or(0),
-                "step": s.last_step.unwrap_or(0), "model_id": id,
-            }))
-        })
-        .collect();
+    let metrics = latest_metrics(d, Some(id));
     let mut info = json!({
         "model_id": id,
         "experiment_id": experiment.to_string(),
@@ -240,14 +231,7 @@ pub(crate) async fn set_tags(
     for (k, v) in &tags {
         check_tag_value(k, v)?;
     }
-    if !tags.is_empty() {
-        let run = run_id(&d.run.run)?;
-        let attrs = tags
-            .into_iter()
-            .map(|(k, v)| string_attr(format!("tags/{k}"), v))
-            .collect();
-        append(&st, &ctx, vec![event(&ctx, &run, now_ms(), Body::AttributesSet(attrs))]).await?;
-    }
+    set_strings(&st, &ctx, &run_id(&d.run.run)?, "tags", tags).await?;
     ok(json!({}))
 }
 
@@ -289,14 +273,7 @@ pub(crate) async fn log_params(
         check_param_value(k, v)?;
     }
     let fresh = new_params(&d, params)?;
-    if !fresh.is_empty() {
-        let run = run_id(&d.run.run)?;
-        let attrs = fresh
-            .into_iter()
-            .map(|(k, v)| string_attr(format!("params/{k}"), v))
-            .collect();
-        append(&st, &ctx, vec![event(&ctx, &run, now_ms(), Body::AttributesSet(attrs))]).await?;
-    }
+    set_strings(&st, &ctx, &run_id(&d.run.run)?, "params", fresh).await?;
     ok(json!({}))
 }
 
@@ -348,11 +325,7 @@ pub(crate) async fn log_outputs(State(st): State<MlflowState>, MlflowAuth(p): Ml
 /// `source_run_id`, `status`, `params.K`, `tags.K` and `metrics.K`, newest first.
 pub(crate) async fn search(State(st): State<MlflowState>, MlflowAuth(p): MlflowAuth, req: Req) -> Answer {
     let ctx = Ctx::of(&st, p, Role::Viewer)?;
-    let mut names = Vec::new();
-    for id in req.list("experiment_ids") {
-        let raw = id.as_str().map(str::to_string).unwrap_or_else(|| id.to_string());
-        names.extend(run_names_of(&find(&st, &ctx, &raw)?));
-    }
+    let names = experiment_names(&st, &ctx, &req)?;
     let max = req.i64("max_results")?.unwrap_or(100).clamp(1, 10_000) as usize;
     let mut all = vec![Filter::Exists(Field::Attr(STATUS_ATTR.into()))];
     if !names.is_empty() {
@@ -364,15 +337,11 @@ pub(crate) async fn search(State(st): State<MlflowState>, MlflowAuth(p): MlflowA
     }
     let text = req.str("filter")?.unwrap_or_default();
     all.push(parse_filter_with(&text, model_field)?);
-    let after = match req.str("page_token")?.filter(|t| !t.is_empty()) {
-        None => None,
-        Some(t) => Some(
-            hex::decode(&t)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<SearchCursor>(&b).ok())
-                .ok_or_else(|| MlflowError::invalid(format!("Invalid page token '{t}'")))?,
-        ),
-    };
+    let after = req
+        .str("page_token")?
+        .filter(|t| !t.is_empty())
+        .map(|t| parse_page_token(&t))
+        .transpose()?;
     st.caught_up().await?;
     let page = st
         .ingest
@@ -395,7 +364,7 @@ pub(crate) async fn search(State(st): State<MlflowState>, MlflowAuth(p): MlflowA
     }
     let mut answer = json!({ "models": models });
     if let Some(next) = &page.next {
-        answer["next_page_token"] = hex::encode(serde_json::to_vec(next).unwrap_or_default()).into();
+        answer["next_page_token"] = page_token(next).into();
     }
     ok(answer)
 }

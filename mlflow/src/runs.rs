@@ -111,22 +111,30 @@ async fn info_json(
     Ok(info)
 }
 
-pub(crate) async fn run_json(st: &MlflowState, ctx: &Ctx, d: &RunDetail) -> Result<Value, MlflowError> {
-    let tags = tags_of(d);
-    let info = info_json(st, ctx, d, &tags).await?;
-    let metrics: Vec<Value> = d
-        .series
+/// The latest value of each float series, as MLflow's metrics (of a logged model when `model`).
+pub(crate) fn latest_metrics(d: &RunDetail, model: Option<&str>) -> Vec<Value> {
+    d.series
         .iter()
         .filter(|s| s.kind == "float")
         .filter_map(|s| {
-            Some(json!({
+            let mut m = json!({
                 "key": s.path,
                 "value": double(s.last_value?),
                 "timestamp": s.last_time_ms.unwrap_or(0),
                 "step": s.last_step.unwrap_or(0),
-            }))
+            });
+            if let Some(id) = model {
+                m["model_id"] = id.into();
+            }
+            Some(m)
         })
-        .collect();
+        .collect()
+}
+
+pub(crate) async fn run_json(st: &MlflowState, ctx: &Ctx, d: &RunDetail) -> Result<Value, MlflowError> {
+    let tags = tags_of(d);
+    let info = info_json(st, ctx, d, &tags).await?;
+    let metrics = latest_metrics(d, None);
     let params: Vec<Value> = params_of(d)
         .into_iter()
         .map(|(k, v)| json!({"key": k, "value": v}))
@@ -229,6 +237,24 @@ fn check_key(kind: &str, key: &str) -> Result<(), MlflowError> {
     }
     runstream_schema::check_path(key)
         .map_err(|e| MlflowError::invalid(format!("Invalid {} name: '{key}': {}", kind.to_lowercase(), e.message)))
+}
+
+/// Sets string attributes `PREFIX/KEY` of a run (params, tags), if there are any.
+pub(crate) async fn set_strings(
+    st: &MlflowState,
+    ctx: &Ctx,
+    run: &RunId,
+    prefix: &str,
+    pairs: Vec<(String, String)>,
+) -> Result<(), MlflowError> {
+    if pairs.is_empty() {
+        return Ok(());
+    }
+    let attrs = pairs
+        .into_iter()
+        .map(|(k, v)| string_attr(format!("{prefix}/{k}"), v))
+        .collect();
+    append(st, ctx, vec![event(ctx, run, now_ms(), Body::AttributesSet(attrs))]).await
 }
 
 pub(crate) fn string_attr(path: String, value: String) -> Attribute {
@@ -525,13 +551,7 @@ pub(crate) async fn log_param(State(st): State<MlflowState>, MlflowAuth(p): Mlfl
     let d = detail(&st, &ctx, &run).await?;
     check_active(&d)?;
     let fresh = new_params(&d, vec![(key, value)])?;
-    let attrs: Vec<Attribute> = fresh
-        .into_iter()
-        .map(|(k, v)| string_attr(format!("params/{k}"), v))
-        .collect();
-    if !attrs.is_empty() {
-        append(&st, &ctx, vec![event(&ctx, &run, now_ms(), Body::AttributesSet(attrs))]).await?;
-    }
+    set_strings(&st, &ctx, &run, "params", fresh).await?;
     empty()
 }
 
@@ -541,13 +561,7 @@ pub(crate) async fn set_tag(State(st): State<MlflowState>, MlflowAuth(p): Mlflow
     let (key, value) = tag_pair(&Value::Object(req.0.clone()), "Tag name")?;
     check_tag_value(&key, &value)?;
     writable(&st, &ctx, &run).await?;
-    let attr = string_attr(format!("tags/{key}"), value);
-    append(
-        &st,
-        &ctx,
-        vec![event(&ctx, &run, now_ms(), Body::AttributesSet(vec![attr]))],
-    )
-    .await?;
+    set_strings(&st, &ctx, &run, "tags", vec![(key, value)]).await?;
     empty()
 }
 
@@ -593,6 +607,17 @@ pub(crate) async fn log_batch(State(st): State<MlflowState>, MlflowAuth(p): Mlfl
             "A batch logging request can contain at most {MAX_BATCH_ENTITIES} metrics, params, and tags in total. Received {total} total entities."
         )));
     }
+    // MLflow 3 links a metric to a logged model by `model_id`: the model (a run of its own) gets
+    // the point too.
+    let mut for_models: BTreeMap<String, Vec<(String, f64, i64, i64)>> = BTreeMap::new();
+    for (i, m) in metrics.iter().enumerate() {
+        if let Some(model) = m.get("model_id").and_then(Value::as_str).filter(|m| !m.is_empty()) {
+            for_models
+                .entry(model.to_string())
+                .or_default()
+                .push(metric_of(m, &format!("metrics[{i}]."))?);
+        }
+    }
     let metrics = metrics
         .iter()
         .enumerate()
@@ -626,6 +651,12 @@ pub(crate) async fn log_batch(State(st): State<MlflowState>, MlflowAuth(p): Mlfl
     let mut events = metric_events(&ctx, &run, metrics);
     if !attrs.is_empty() {
         events.push(event(&ctx, &run, now_ms(), Body::AttributesSet(attrs)));
+    }
+    for (model, points) in for_models {
+        let model = RunId::new(model.as_str())
+            .map_err(|_| MlflowError::not_found(format!("Logged model with ID '{model}' not found.")))?;
+        writable(&st, &ctx, &model).await?;
+        events.extend(metric_events(&ctx, &model, points));
     }
     append(&st, &ctx, events).await?;
     empty()

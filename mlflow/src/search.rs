@@ -351,7 +351,9 @@ fn clause_on(field: Field, kind: &Kind, rest: &[Tok], text: &str) -> Result<Filt
             }
             Ok(Filter::Compare { field, op, value })
         }
-        [Tok::Op(op), Tok::Str(pattern)] if op == "LIKE" || op == "ILIKE" => {
+        [Tok::Op(op), Tok::Str(pattern)] | [Tok::Op(_), Tok::Op(op), Tok::Str(pattern)]
+            if (op == "LIKE" || op == "ILIKE") && (rest.len() == 2 || rest[0] == Tok::Op("NOT".into())) =>
+        {
             if numeric {
                 return Err(invalid_filter(text, "LIKE applies to strings"));
             }
@@ -359,18 +361,7 @@ fn clause_on(field: Field, kind: &Kind, rest: &[Tok], text: &str) -> Result<Filt
                 field,
                 pattern: pattern.clone(),
                 fold_case: op == "ILIKE",
-                negated: false,
-            })
-        }
-        [Tok::Op(not), Tok::Op(op), Tok::Str(pattern)] if not == "NOT" && (op == "LIKE" || op == "ILIKE") => {
-            if numeric {
-                return Err(invalid_filter(text, "LIKE applies to strings"));
-            }
-            Ok(Filter::Like {
-                field,
-                pattern: pattern.clone(),
-                fold_case: op == "ILIKE",
-                negated: true,
+                negated: rest.len() == 3,
             })
         }
         _ => {
@@ -468,11 +459,21 @@ pub(crate) fn parse_order(order_by: &[Value]) -> Result<Sort, MlflowError> {
     Ok(Sort { field, descending })
 }
 
-fn page_token(cursor: &SearchCursor) -> String {
+/// The experiment names the runs of the request's `experiment_ids` carry (none: no restriction).
+pub(crate) fn experiment_names(st: &MlflowState, ctx: &Ctx, req: &Req) -> Result<Vec<String>, MlflowError> {
+    let mut names = Vec::new();
+    for id in req.list("experiment_ids") {
+        let raw = id.as_str().map_or_else(|| id.to_string(), str::to_string);
+        names.extend(run_names_of(&find(st, ctx, &raw)?));
+    }
+    Ok(names)
+}
+
+pub(crate) fn page_token(cursor: &SearchCursor) -> String {
     hex::encode(serde_json::to_vec(cursor).unwrap_or_default())
 }
 
-fn parse_page_token(t: &str) -> Result<SearchCursor, MlflowError> {
+pub(crate) fn parse_page_token(t: &str) -> Result<SearchCursor, MlflowError> {
     hex::decode(t)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
@@ -481,14 +482,7 @@ fn parse_page_token(t: &str) -> Result<SearchCursor, MlflowError> {
 
 pub(crate) async fn search_runs(State(st): State<MlflowState>, MlflowAuth(p): MlflowAuth, req: Req) -> Answer {
     let ctx = Ctx::of(&st, p, Role::Viewer)?;
-    let mut names = Vec::new();
-    for id in req.list("experiment_ids") {
-        let raw = match &id {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        names.extend(run_names_of(&find(&st, &ctx, &raw)?));
-    }
+    let names = experiment_names(&st, &ctx, &req)?;
     let max = req.i64("max_results")?.unwrap_or(1000);
     if !(1..=50_000).contains(&max) {
         return Err(MlflowError::invalid(format!(

@@ -336,5 +336,7 @@ def test_sklearn_autolog_logs_params_metrics_and_a_loadable_model(server):
     models = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list")
     assert [m.source_run_id for m in models] == [run.info.run_id]
     assert models[0].status.to_proto() == 2  # READY
+    # Autologging links its training metrics to the model too.
+    assert models[0].metrics and all(m.model_id == models[0].model_id for m in models[0].metrics)
     model = mlflow.sklearn.load_model(f"runs:/{run.info.run_id}/model")
     assert list(model.predict(X[:2])) == [0, 0]

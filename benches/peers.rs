@@ -1,0 +1,392 @@
+//! The same MLflow-REST workload against runstream, MLflow's own tracking server and FastTrackML,
+//! side by side in one run, each a real server process on localhost with a SQLite store:
+//!
+//! 1. runs: create runs, each with 20 params and a metric in one log-batch (runs per second);
+//! 2. ingest: 4 concurrent clients, each logging batches of 1,000 metric points to a run of its
+//!    own with `runs/log-batch` (points per second, counted once each request is answered);
+//! 3. search: `runs/search` with a filter on a param and a metric, ordered by the metric
+//!    (median latency);
+//! 4. history: the full history of one ingested metric with `metrics/get-history`, following
+//!    page tokens (median latency).
+//!
+//! Targets (issue: MLflow compatibility): ingest at least 10 times FastTrackML's points per
+//! second; search and history at most a fifth of its latency.
+//!
+//! Peers come from PyPI (`pip install mlflow fasttrackml`): the bench looks for the `mlflow` and
+//! `fml` executables in `$RUNSTREAM_PEERS_BIN` (a virtual environment's `bin`), else on `PATH`,
+//! and leaves out a peer it cannot find, saying so.
+//!
+//! Run: `cargo bench --bench peers` (`-- --batches N` batches per ingest client, default 25;
+//! `-- --runs N` runs in phase 1, default 50).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const CLIENTS: usize = 4;
+const POINTS_PER_BATCH: usize = 1000;
+const SEARCHES: usize = 30;
+const HISTORIES: usize = 7;
+const T0: i64 = 1_780_000_000_000;
+
+fn arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// An executable from `$RUNSTREAM_PEERS_BIN`, else `PATH`.
+fn find(exe: &str) -> Option<PathBuf> {
+    let dirs = std::env::var_os("RUNSTREAM_PEERS_BIN")
+        .into_iter()
+        .chain(std::env::var_os("PATH"))
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>());
+    dirs.map(|d| d.join(exe)).find(|p| p.is_file())
+}
+
+/// Where a server answers, and the token it wants (runstream's; peers take none).
+#[derive(Clone)]
+struct Endpoint {
+    name: &'static str,
+    url: String,
+    token: Option<String>,
+}
+
+struct Server {
+    api: Endpoint,
+    child: Child,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn wait_ready(http: &reqwest::Client, url: &str, token: Option<&str>, child: &mut Child) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return false;
+        }
+        let mut req = http.get(format!("{url}/api/2.0/mlflow/experiments/get?experiment_id=0"));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if req.send().await.is_ok_and(|r| r.status().is_success()) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}
+
+async fn start(http: &reqwest::Client, name: &'static str, dir: &Path) -> Option<Server> {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let (mut cmd, token) = match name {
+        "runstream" => {
+            let token = "peers-bench-token-0123456789".to_string();
+            let mut c = Command::new(env!("CARGO_BIN_EXE_runstream"));
+            c.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
+                .arg(dir.join("runstream"))
+                .env("RUNSTREAM_ADMIN_TOKEN", &token)
+                .env("RUNSTREAM_LOG", "warn");
+            (c, Some(token))
+        }
+        "mlflow" => {
+            let exe = find("mlflow")?;
+            let mut c = Command::new(exe);
+            c.args([
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--workers",
+                "4",
+            ])
+            .arg("--backend-store-uri")
+            .arg(format!("sqlite:///{}", dir.join("mlflow.db").display()))
+            .arg("--artifacts-destination")
+            .arg(dir.join("mlflow-artifacts"));
+            (c, None)
+        }
+        _ => {
+            let exe = find("fml")?;
+            let mut c = Command::new(exe);
+            c.args(["server", "--listen-address", &format!("127.0.0.1:{port}")])
+                .arg("--database-uri")
+                .arg(format!("sqlite://{}", dir.join("fml.db").display()))
+                .arg("--default-artifact-root")
+                .arg(dir.join("fml-artifacts"));
+            (c, None)
+        }
+    };
+    let mut child = cmd
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    if !wait_ready(http, &url, token.as_deref(), &mut child).await {
+        let _ = child.kill();
+        eprintln!("{name}: the server did not come up; left out");
+        return None;
+    }
+    Some(Server {
+        api: Endpoint { name, url, token },
+        child,
+    })
+}
+
+impl Endpoint {
+    async fn call(&self, http: &reqwest::Client, method: &str, endpoint: &str, body: Value) -> Value {
+        let url = format!("{}/api/2.0/mlflow/{endpoint}", self.url);
+        let mut req = if method == "GET" {
+            let pairs: Vec<(String, String)> = body
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_string)))
+                .collect();
+            http.get(url).query(&pairs)
+        } else {
+            http.post(url).json(&body)
+        };
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{}: {endpoint}: {e}", self.name));
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        assert!(status.is_success(), "{}: {endpoint}: {status}: {text}", self.name);
+        serde_json::from_str(&text).unwrap_or(Value::Null)
+    }
+}
+
+#[derive(Default, Clone, Copy)]
+struct Figures {
+    runs_per_s: f64,
+    points_per_s: f64,
+    search_ms: f64,
+    history_ms: f64,
+    history_points: usize,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+async fn workload(http: &reqwest::Client, s: &Endpoint, runs: usize, batches: usize) -> Figures {
+    let mut f = Figures::default();
+    let exp = s
+        .call(
+            http,
+            "POST",
+            "experiments/create",
+            json!({"name": format!("bench-{}", s.name)}),
+        )
+        .await["experiment_id"]
+        .as_str()
+        .expect("an experiment id")
+        .to_string();
+
+    // 1. Runs with params and a metric.
+    let started = Instant::now();
+    for i in 0..runs {
+        let run = s
+            .call(
+                http,
+                "POST",
+                "runs/create",
+                json!({"experiment_id": exp, "start_time": T0 + i as i64, "run_name": format!("run-{i}")}),
+            )
+            .await;
+        let id = run["run"]["info"]["run_id"].as_str().expect("a run id").to_string();
+        let params: Vec<Value> = (0..20)
+            .map(|p| json!({"key": format!("p{p}"), "value": format!("v{}", (i + p) % 3)}))
+            .collect();
+        let metrics = vec![json!({"key": "loss", "value": 1.0 / (i + 1) as f64, "timestamp": T0, "step": 0})];
+        s.call(
+            http,
+            "POST",
+            "runs/log-batch",
+            json!({"run_id": id, "params": params, "metrics": metrics}),
+        )
+        .await;
+    }
+    f.runs_per_s = runs as f64 / started.elapsed().as_secs_f64();
+
+    // 2. Ingest from concurrent clients.
+    let mut ids = Vec::new();
+    for c in 0..CLIENTS {
+        let run = s
+            .call(
+                http,
+                "POST",
+                "runs/create",
+                json!({"experiment_id": exp, "start_time": T0, "run_name": format!("ingest-{c}")}),
+            )
+            .await;
+        ids.push(run["run"]["info"]["run_id"].as_str().expect("a run id").to_string());
+    }
+    let started = Instant::now();
+    let tasks: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            let (http, id, me) = (http.clone(), id.clone(), s.clone());
+            tokio::spawn(async move {
+                for b in 0..batches {
+                    let metrics: Vec<Value> = (0..POINTS_PER_BATCH)
+                        .map(|i| {
+                            let step = (b * POINTS_PER_BATCH + i) as i64;
+                            json!({"key": "train/loss", "value": 1.0 / (step + 1) as f64, "timestamp": T0 + step, "step": step})
+                        })
+                        .collect();
+                    me.call(&http, "POST", "runs/log-batch", json!({"run_id": id, "metrics": metrics}))
+                        .await;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("an ingest client");
+    }
+    f.points_per_s = (CLIENTS * batches * POINTS_PER_BATCH) as f64 / started.elapsed().as_secs_f64();
+
+    // 3. Search with a filter and an order.
+    let search = json!({
+        "experiment_ids": [exp],
+        "filter": "params.p0 = 'v1' and metrics.loss < 0.5",
+        "order_by": ["metrics.loss DESC"],
+        "max_results": 100,
+    });
+    let mut samples = Vec::new();
+    let mut found = 0;
+    for _ in 0..SEARCHES {
+        let t = Instant::now();
+        let r = s.call(http, "POST", "runs/search", search.clone()).await;
+        samples.push(t.elapsed().as_secs_f64() * 1000.0);
+        found = r["runs"].as_array().map_or(0, Vec::len);
+    }
+    f.search_ms = median(samples);
+    let want = (0..runs)
+        .filter(|i| i % 3 == 1 && (1.0 / (*i + 1) as f64) < 0.5)
+        .count();
+    assert_eq!(found, want, "{}: search found {found} runs, not {want}", s.name);
+
+    // 4. A full metric history.
+    let mut samples = Vec::new();
+    for _ in 0..HISTORIES {
+        let t = Instant::now();
+        let mut token: Option<String> = None;
+        let mut n = 0;
+        loop {
+            let mut q = json!({"run_id": ids[0], "metric_key": "train/loss"});
+            if let Some(tk) = &token {
+                q["page_token"] = tk.clone().into();
+            }
+            let r = s.call(http, "GET", "metrics/get-history", q).await;
+            n += r["metrics"].as_array().map_or(0, Vec::len);
+            token = r["next_page_token"]
+                .as_str()
+                .filter(|t| !t.is_empty())
+                .map(str::to_string);
+            if token.is_none() {
+                break;
+            }
+        }
+        samples.push(t.elapsed().as_secs_f64() * 1000.0);
+        f.history_points = n;
+    }
+    f.history_ms = median(samples);
+    assert_eq!(
+        f.history_points,
+        batches * POINTS_PER_BATCH,
+        "{}: history length",
+        s.name
+    );
+    f
+}
+
+#[tokio::main]
+async fn main() {
+    let runs = arg("--runs", 50);
+    let batches = arg("--batches", 25);
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(16)
+        .timeout(Duration::from_secs(300))
+        .build()
+        .expect("an HTTP client");
+    println!(
+        "peers bench: {runs} runs x 20 params; ingest {CLIENTS} clients x {batches} batches x {POINTS_PER_BATCH} points; \
+         search median of {SEARCHES}; history median of {HISTORIES}"
+    );
+    let mut results: Vec<(&'static str, Figures)> = Vec::new();
+    for name in ["runstream", "mlflow", "fasttrackml"] {
+        let sub = dir.path().join(name);
+        std::fs::create_dir_all(&sub).expect("a server folder");
+        let Some(server) = start(&http, name, &sub).await else {
+            println!(
+                "{name}: not found (pip install mlflow fasttrackml; point RUNSTREAM_PEERS_BIN at its bin); left out"
+            );
+            continue;
+        };
+        let f = workload(&http, &server.api, runs, batches).await;
+        println!(
+            "{name}: {:.1} runs/s, {:.0} points/s, search {:.2} ms, history of {} points {:.1} ms",
+            f.runs_per_s, f.points_per_s, f.search_ms, f.history_points, f.history_ms
+        );
+        results.push((name, f));
+        drop(server);
+    }
+
+    println!();
+    println!(
+        "| figure | {} |",
+        results.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(" | ")
+    );
+    println!("|---|{}", "---|".repeat(results.len()));
+    let row = |label: &str, get: &dyn Fn(&Figures) -> String| {
+        println!(
+            "| {label} | {} |",
+            results.iter().map(|(_, f)| get(f)).collect::<Vec<_>>().join(" | ")
+        );
+    };
+    row("runs created with 20 params /s", &|f| format!("{:.1}", f.runs_per_s));
+    row("ingest points/s (4 clients, log-batch of 1,000)", &|f| {
+        format!("{:.0}", f.points_per_s)
+    });
+    row("search, filter + order (median ms)", &|f| format!("{:.2}", f.search_ms));
+    row("full metric history (median ms)", &|f| format!("{:.1}", f.history_ms));
+
+    let get = |n: &str| results.iter().find(|(name, _)| *name == n).map(|(_, f)| *f);
+    if let (Some(r), Some(fml)) = (get("runstream"), get("fasttrackml")) {
+        println!();
+        println!(
+            "runstream vs FastTrackML: ingest {:.1}x its points/s (target >= 10x); search {:.2}x its latency, history {:.2}x (targets <= 0.2x)",
+            r.points_per_s / fml.points_per_s,
+            r.search_ms / fml.search_ms,
+            r.history_ms / fml.history_ms
+        );
+    }
+}
