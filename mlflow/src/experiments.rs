@@ -162,7 +162,18 @@ pub(crate) async fn id_for_run_experiment(st: &MlflowState, ctx: &Ctx, name: &st
 }
 
 /// Adopts the experiment names of the project's runs that no experiment answers to yet.
+/// Grouping every run of a big project takes seconds: a project's runs are scanned for new
+/// experiment names at most this often (names MLflow asks for by name are adopted at once).
+const ADOPT_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
 async fn adopt_run_experiments(st: &MlflowState, ctx: &Ctx) -> Result<(), MlflowError> {
+    let now = std::time::Instant::now();
+    if let Some(last) = st.adopted.get(&ctx.key)
+        && now.duration_since(*last) < ADOPT_EVERY
+    {
+        return Ok(());
+    }
+    st.adopted.insert(ctx.key.clone(), now);
     st.caught_up().await?;
     let groups = st
         .ingest

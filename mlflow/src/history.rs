@@ -1,13 +1,16 @@
 //! `metrics/get-history` and `metrics/get-history-bulk-interval`: a metric's points, read from
 //! the series views.
 
+use axum::Json;
 use axum::extract::State;
+use axum::response::{IntoResponse, Response};
 use runstream_schema::{MAX_STEP, Role, RunId};
 use runstream_views::{PointRow, SeriesKey};
-use serde_json::{Value, json};
+use serde::{Serialize, Serializer};
+use serde_json::Value;
 
-use crate::req::{Answer, MlflowError, Req};
-use crate::{Ctx, MlflowAuth, MlflowState, ok};
+use crate::req::{MlflowError, Req};
+use crate::{Ctx, MlflowAuth, MlflowState};
 
 /// Points per page when the client names no `max_results`.
 const DEFAULT_PAGE: usize = 25_000;
@@ -16,17 +19,44 @@ const MAX_PAGE: usize = 1_000_000;
 const MAX_BULK_RUNS: usize = 100;
 const MAX_BULK_RESULTS: usize = 2_500;
 
-fn point_json(key: &str, p: &PointRow, run: Option<&str>) -> Value {
-    let mut v = json!({
-        "key": key,
-        "value": crate::req::double(p.value),
-        "timestamp": p.time_ms,
-        "step": p.step,
-    });
-    if let Some(r) = run {
-        v["run_id"] = r.into();
+/// One point as MLflow's `Metric` message, serialized straight from the row (histories are
+/// long: no intermediate JSON tree per point).
+#[derive(Serialize)]
+struct MetricOut<'a> {
+    key: &'a str,
+    #[serde(serialize_with = "non_finite_as_string")]
+    value: f64,
+    timestamp: i64,
+    step: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    run_id: Option<&'a str>,
+}
+
+impl<'a> MetricOut<'a> {
+    fn of(key: &'a str, p: &PointRow, run_id: Option<&'a str>) -> Self {
+        MetricOut {
+            key,
+            value: p.value,
+            timestamp: p.time_ms,
+            step: p.step,
+            run_id,
+        }
     }
-    v
+}
+
+#[derive(Serialize)]
+struct Page<'a> {
+    metrics: Vec<MetricOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_page_token: Option<String>,
+}
+
+/// A double as protobuf's JSON mapping writes it: NaN and the infinities as strings.
+fn non_finite_as_string<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+    match crate::req::double(*v) {
+        Value::String(text) => s.serialize_str(&text),
+        _ => s.serialize_f64(*v),
+    }
 }
 
 async fn check_run(st: &MlflowState, ctx: &Ctx, raw: &str) -> Result<String, MlflowError> {
@@ -38,7 +68,11 @@ async fn check_run(st: &MlflowState, ctx: &Ctx, raw: &str) -> Result<String, Mlf
     Ok(run.to_string())
 }
 
-pub(crate) async fn get_history(State(st): State<MlflowState>, MlflowAuth(p): MlflowAuth, req: Req) -> Answer {
+pub(crate) async fn get_history(
+    State(st): State<MlflowState>,
+    MlflowAuth(p): MlflowAuth,
+    req: Req,
+) -> Result<Response, MlflowError> {
     let ctx = Ctx::of(&st, p, Role::Viewer)?;
     let raw = req.run_id()?;
     let key = req.required_str("metric_key")?;
@@ -70,11 +104,11 @@ pub(crate) async fn get_history(State(st): State<MlflowState>, MlflowAuth(p): Ml
     let mut points = st.ingest.views.read_points(&series, from, MAX_STEP, limit + 1).await?;
     let next = (points.len() > limit).then(|| points[limit].step);
     points.truncate(limit);
-    let mut answer = json!({ "metrics": points.iter().map(|p| point_json(&key, p, None)).collect::<Vec<_>>() });
-    if let Some(step) = next {
-        answer["next_page_token"] = step.to_string().into();
-    }
-    ok(answer)
+    let page = Page {
+        metrics: points.iter().map(|p| MetricOut::of(&key, p, None)).collect(),
+        next_page_token: next.map(|step| step.to_string()),
+    };
+    Ok(Json(page).into_response())
 }
 
 /// At most `n` points of `points` (in step order), evenly spread over their steps, the first
@@ -96,7 +130,7 @@ pub(crate) async fn get_history_bulk_interval(
     State(st): State<MlflowState>,
     MlflowAuth(p): MlflowAuth,
     req: Req,
-) -> Answer {
+) -> Result<Response, MlflowError> {
     let ctx = Ctx::of(&st, p, Role::Viewer)?;
     let runs: Vec<String> = req
         .list("run_ids")
@@ -130,7 +164,7 @@ pub(crate) async fn get_history_bulk_interval(
         }
     };
     st.caught_up().await?;
-    let mut metrics = Vec::new();
+    let mut sampled = Vec::new();
     for raw in &runs {
         let run = check_run(&st, &ctx, raw).await?;
         let series = SeriesKey {
@@ -139,9 +173,17 @@ pub(crate) async fn get_history_bulk_interval(
             path: key.clone(),
         };
         let points = st.ingest.views.read_points(&series, start, end, MAX_PAGE).await?;
-        metrics.extend(sample(points, max).iter().map(|p| point_json(&key, p, Some(&run))));
+        sampled.push((run, sample(points, max)));
     }
-    ok(json!({ "metrics": metrics }))
+    let metrics = sampled
+        .iter()
+        .flat_map(|(run, points)| points.iter().map(|p| MetricOut::of(&key, p, Some(run))))
+        .collect();
+    Ok(Json(Page {
+        metrics,
+        next_page_token: None,
+    })
+    .into_response())
 }
 
 #[cfg(test)]

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::extract::FromRef;
 use axum::routing::{delete, get, patch, post};
-use dashmap::DashSet;
+use dashmap::{DashMap, DashSet};
 use runstream_http::{ApiError, PositionToken, RegistryState};
 use runstream_ingest::IngestState;
 use runstream_schema::{ProjectId, Role, project_key};
@@ -45,6 +45,8 @@ pub struct MlflowState {
     /// Runs (project key, run id) known to exist and not be deleted, so that logging to them
     /// needs no view read.
     active_runs: Arc<DashSet<(String, String)>>,
+    /// When each project's runs were last scanned for experiment names to adopt.
+    adopted: Arc<DashMap<String, Instant>>,
 }
 
 impl FromRef<MlflowState> for RegistryState {
@@ -59,6 +61,7 @@ impl MlflowState {
             ingest,
             written: Arc::default(),
             active_runs: Arc::default(),
+            adopted: Arc::default(),
         }
     }
 
