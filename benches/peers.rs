@@ -12,13 +12,15 @@
 //! Targets (issue: MLflow compatibility): ingest at least 10 times FastTrackML's points per
 //! second; search and history at most a fifth of its latency.
 //!
-//! Peers come from PyPI (`pip install mlflow fasttrackml`): the bench looks for the `mlflow` and
-//! `fml` executables in `$RUNSTREAM_PEERS_BIN` (a virtual environment's `bin`), else on `PATH`,
-//! and leaves out a peer it cannot find, saying so.
+//! Peers come from PyPI, each in a virtual environment of its own (FastTrackML's package pins an
+//! older MLflow): `pip install mlflow` and `pip install fasttrackml`. The bench looks for the
+//! `mlflow` and `fml` executables in `$RUNSTREAM_PEERS_BIN` (bin folders, `:`-separated), else on
+//! `PATH`, and leaves out a peer it cannot find or start, saying so.
 //!
 //! Run: `cargo bench --bench peers` (`-- --batches N` batches per ingest client, default 25;
 //! `-- --runs N` runs in phase 1, default 50).
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -71,13 +73,24 @@ struct Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop(&mut self.child);
     }
 }
 
+/// Stops a server and everything it started: each server runs in a process group of its own
+/// (MLflow's starts uvicorn workers and job runners that would outlive it and load the
+/// machine while the next server is measured).
+fn stop(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{}", child.id())])
+        .status();
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 async fn wait_ready(http: &reqwest::Client, url: &str, token: Option<&str>, child: &mut Child) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(120);
+    // MLflow's server takes minutes to start on a small machine.
+    let deadline = Instant::now() + Duration::from_secs(300);
     while Instant::now() < deadline {
         if let Ok(Some(_)) = child.try_wait() {
             return false;
@@ -108,7 +121,10 @@ async fn start(http: &reqwest::Client, name: &'static str, dir: &Path) -> Option
             (c, Some(token))
         }
         "mlflow" => {
-            let exe = find("mlflow")?;
+            let Some(exe) = find("mlflow") else {
+                println!("mlflow: not found (pip install mlflow; point RUNSTREAM_PEERS_BIN at its bin); left out");
+                return None;
+            };
             let mut c = Command::new(exe);
             c.args([
                 "server",
@@ -126,7 +142,12 @@ async fn start(http: &reqwest::Client, name: &'static str, dir: &Path) -> Option
             (c, None)
         }
         _ => {
-            let exe = find("fml")?;
+            let Some(exe) = find("fml") else {
+                println!(
+                    "fasttrackml: not found (pip install fasttrackml; point RUNSTREAM_PEERS_BIN at its bin); left out"
+                );
+                return None;
+            };
             let mut c = Command::new(exe);
             c.args(["server", "--listen-address", &format!("127.0.0.1:{port}")])
                 .arg("--database-uri")
@@ -137,14 +158,15 @@ async fn start(http: &reqwest::Client, name: &'static str, dir: &Path) -> Option
         }
     };
     let mut child = cmd
+        .process_group(0)
         .current_dir(dir)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .ok()?;
     if !wait_ready(http, &url, token.as_deref(), &mut child).await {
-        let _ = child.kill();
-        eprintln!("{name}: the server did not come up; left out");
+        stop(&mut child);
+        println!("{name}: the server did not answer within 5 minutes; left out");
         return None;
     }
     Some(Server {
