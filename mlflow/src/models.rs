@@ -9,7 +9,7 @@
 use axum::extract::{Path, State};
 use runstream_schema::{ArtifactKind, Body, Direction, LineageLink, Role, RunCreated, RunId};
 use runstream_views::RunDetail;
-use runstream_views::search::{Field, Filter, Literal, RunSearch, SystemField};
+use runstream_views::search::{Field, Filter, RunSearch, SystemField};
 use serde_json::{Value, json};
 
 use crate::experiments::{find, id_for_run_experiment};
@@ -18,7 +18,7 @@ use crate::runs::{
     append, check_param_value, check_tag_value, detail, event, latest_metrics, new_params, params_of, run_id,
     set_strings, string_attr, tag_pair,
 };
-use crate::search::{Kind, Resolved, experiment_names, field_of, page_token, parse_filter_with, parse_page_token};
+use crate::search::{Kind, Resolved, field_of, in_experiments, page_token, parse_filter_with, parse_page_token};
 use crate::{Ctx, MlflowAuth, MlflowState, now_ms, ok};
 
 /// The attribute that marks a run as a logged model, holding its status.
@@ -325,16 +325,10 @@ pub(crate) async fn log_outputs(State(st): State<MlflowState>, MlflowAuth(p): Ml
 /// `source_run_id`, `status`, `params.K`, `tags.K` and `metrics.K`, newest first.
 pub(crate) async fn search(State(st): State<MlflowState>, MlflowAuth(p): MlflowAuth, req: Req) -> Answer {
     let ctx = Ctx::of(&st, p, Role::Viewer)?;
-    let names = experiment_names(&st, &ctx, &req)?;
+    let experiments = in_experiments(&st, &ctx, &req)?;
     let max = req.i64("max_results")?.unwrap_or(100).clamp(1, 10_000) as usize;
     let mut all = vec![Filter::Exists(Field::Attr(STATUS_ATTR.into()))];
-    if !names.is_empty() {
-        all.push(Filter::In {
-            field: Field::System(SystemField::Experiment),
-            values: names.into_iter().map(Literal::Str).collect(),
-            negated: false,
-        });
-    }
+    all.extend(experiments);
     let text = req.str("filter")?.unwrap_or_default();
     all.push(parse_filter_with(&text, model_field)?);
     let after = req

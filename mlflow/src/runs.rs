@@ -610,19 +610,15 @@ pub(crate) async fn log_batch(State(st): State<MlflowState>, MlflowAuth(p): Mlfl
     // MLflow 3 links a metric to a logged model by `model_id`: the model (a run of its own) gets
     // the point too.
     let mut for_models: BTreeMap<String, Vec<(String, f64, i64, i64)>> = BTreeMap::new();
+    let mut parsed = Vec::with_capacity(metrics.len());
     for (i, m) in metrics.iter().enumerate() {
+        let metric = metric_of(m, &format!("metrics[{i}]."))?;
         if let Some(model) = m.get("model_id").and_then(Value::as_str).filter(|m| !m.is_empty()) {
-            for_models
-                .entry(model.to_string())
-                .or_default()
-                .push(metric_of(m, &format!("metrics[{i}]."))?);
+            for_models.entry(model.to_string()).or_default().push(metric.clone());
         }
+        parsed.push(metric);
     }
-    let metrics = metrics
-        .iter()
-        .enumerate()
-        .map(|(i, m)| metric_of(m, &format!("metrics[{i}].")))
-        .collect::<Result<Vec<_>, _>>()?;
+    let metrics = parsed;
     let mut param_pairs = Vec::new();
     for (i, p) in params.iter().enumerate() {
         let (k, v) = tag_pair(p, &format!("params[{i}].key"))?;

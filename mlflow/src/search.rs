@@ -459,14 +459,19 @@ pub(crate) fn parse_order(order_by: &[Value]) -> Result<Sort, MlflowError> {
     Ok(Sort { field, descending })
 }
 
-/// The experiment names the runs of the request's `experiment_ids` carry (none: no restriction).
-pub(crate) fn experiment_names(st: &MlflowState, ctx: &Ctx, req: &Req) -> Result<Vec<String>, MlflowError> {
+/// The runs of the request's `experiment_ids`, by the experiment names they carry (`None`: no
+/// experiment named, no restriction).
+pub(crate) fn in_experiments(st: &MlflowState, ctx: &Ctx, req: &Req) -> Result<Option<Filter>, MlflowError> {
     let mut names = Vec::new();
     for id in req.list("experiment_ids") {
         let raw = id.as_str().map_or_else(|| id.to_string(), str::to_string);
         names.extend(run_names_of(&find(st, ctx, &raw)?));
     }
-    Ok(names)
+    Ok((!names.is_empty()).then(|| Filter::In {
+        field: Field::System(SystemField::Experiment),
+        values: names.into_iter().map(Literal::Str).collect(),
+        negated: false,
+    }))
 }
 
 pub(crate) fn page_token(cursor: &SearchCursor) -> String {
@@ -482,7 +487,7 @@ pub(crate) fn parse_page_token(t: &str) -> Result<SearchCursor, MlflowError> {
 
 pub(crate) async fn search_runs(State(st): State<MlflowState>, MlflowAuth(p): MlflowAuth, req: Req) -> Answer {
     let ctx = Ctx::of(&st, p, Role::Viewer)?;
-    let names = experiment_names(&st, &ctx, &req)?;
+    let experiments = in_experiments(&st, &ctx, &req)?;
     let max = req.i64("max_results")?.unwrap_or(1000);
     if !(1..=50_000).contains(&max) {
         return Err(MlflowError::invalid(format!(
@@ -492,13 +497,7 @@ pub(crate) async fn search_runs(State(st): State<MlflowState>, MlflowAuth(p): Ml
     let mut filter = parse_filter(&req.str("filter")?.unwrap_or_default())?;
     let (include_deleted, only) = view_type_of_runs(req.str("run_view_type")?)?;
     let mut all = vec![filter, crate::models::not_a_model()];
-    if !names.is_empty() {
-        all.push(Filter::In {
-            field: Field::System(SystemField::Experiment),
-            values: names.into_iter().map(Literal::Str).collect(),
-            negated: false,
-        });
-    }
+    all.extend(experiments);
     if let Some(d) = only {
         all.push(Filter::Compare {
             field: Field::System(SystemField::Deleted),
