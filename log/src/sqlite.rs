@@ -278,9 +278,10 @@ impl EventLog for SqliteLog {
         }
         self.with_reader(move |conn, table| {
             let mut stmt = conn.prepare_cached(&format!(
-                "SELECT offset, payload FROM {table} WHERE partition = ?1 AND offset >= ?2 ORDER BY offset LIMIT ?3"
+                "SELECT offset, payload FROM {table} WHERE partition = ?1 AND offset >= ?2 ORDER BY offset"
             ))?;
-            let rows = stmt.query_map(params![partition, from as i64, max_records as i64], |r| {
+            // No LIMIT: a bound one makes SQLite prepare the statement again at every read.
+            let rows = stmt.query_map(params![partition, from as i64], |r| {
                 Ok(LogRecord {
                     position: Position {
                         partition,
@@ -289,7 +290,9 @@ impl EventLog for SqliteLog {
                     payload: r.get(1)?,
                 })
             })?;
-            rows.collect::<Result<Vec<_>, _>>().map_err(LogError::from)
+            rows.take(max_records)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(LogError::from)
         })
         .await
     }

@@ -366,7 +366,7 @@ pub(crate) async fn search(State(st): State<MlflowState>, MlflowAuth(p): MlflowA
         .into_iter()
         .filter(|x| view_type_includes(view, x.deleted) && conds.iter().all(|c| holds(c, x)))
         .collect();
-    sort_experiments(&mut found, &req.list("order_by"))?;
+    sort_experiments(&mut found, req.list("order_by"))?;
     let max = max as usize;
     let page: Vec<Value> = found.iter().skip(offset).take(max).map(to_json).collect();
     let mut answer = json!({ "experiments": page });
@@ -462,6 +462,7 @@ pub(crate) async fn delete(State(st): State<MlflowState>, MlflowAuth(p): MlflowA
         ));
     }
     change(&st, &ctx, x.id, ExperimentChange::Deleted).await?;
+    set_runs_deleted(&st, &ctx, &x, true).await?;
     empty()
 }
 
@@ -469,7 +470,68 @@ pub(crate) async fn restore(State(st): State<MlflowState>, MlflowAuth(p): Mlflow
     let ctx = Ctx::of(&st, p, Role::Writer)?;
     let x = find(&st, &ctx, &req.required_str("experiment_id")?)?;
     change(&st, &ctx, x.id, ExperimentChange::Restored).await?;
+    set_runs_deleted(&st, &ctx, &x, false).await?;
     empty()
+}
+
+/// Runs marked per request; a bigger experiment takes several appends.
+const CASCADE_PAGE: usize = 1000;
+
+/// As MLflow does, deleting an experiment deletes its runs and restoring it restores them all
+/// (each a run event, so runstream's own API sees the same lifecycle).
+async fn set_runs_deleted(st: &MlflowState, ctx: &Ctx, x: &Experiment, deleted: bool) -> Result<(), MlflowError> {
+    use runstream_schema::{Body, RunId};
+    use runstream_views::search::{Cmp, Literal, RunSearch};
+    let filter = Filter::And(vec![
+        Filter::In {
+            field: Field::System(SystemField::Experiment),
+            values: run_names_of(x).into_iter().map(Literal::Str).collect(),
+            negated: false,
+        },
+        Filter::Compare {
+            field: Field::System(SystemField::Deleted),
+            op: Cmp::Eq,
+            value: Literal::Bool(!deleted),
+        },
+    ]);
+    st.caught_up().await?;
+    // Each page's runs change state, so the next search (from the start) no longer selects
+    // them; a page that changes nothing would mean the views did not apply the change.
+    loop {
+        let page = st
+            .ingest
+            .views
+            .search_runs(RunSearch {
+                project: ctx.key.clone(),
+                filter: filter.clone(),
+                include_deleted: true,
+                sort: Default::default(),
+                after: None,
+                limit: CASCADE_PAGE,
+                columns: Vec::new(),
+            })
+            .await?;
+        let mut events = Vec::with_capacity(page.runs.len());
+        for f in &page.runs {
+            let Ok(run) = RunId::new(f.run.run.as_str()) else {
+                continue;
+            };
+            let key = (ctx.key.clone(), run.to_string());
+            if deleted {
+                st.active_runs.remove(&key);
+            }
+            let body = if deleted { Body::RunDeleted } else { Body::RunRestored };
+            events.push(crate::runs::event(ctx, &run, now_ms(), body));
+        }
+        if events.is_empty() {
+            return Ok(());
+        }
+        crate::runs::append(st, ctx, events).await?;
+        if page.next.is_none() {
+            return Ok(());
+        }
+        st.caught_up().await?;
+    }
 }
 
 pub(crate) async fn set_tag(State(st): State<MlflowState>, MlflowAuth(p): MlflowAuth, req: Req) -> Answer {

@@ -52,7 +52,7 @@ struct Page<'a> {
 }
 
 /// A double as protobuf's JSON mapping writes it: NaN and the infinities as strings.
-fn non_finite_as_string<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn non_finite_as_string<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
     match crate::req::double(*v) {
         Value::String(text) => s.serialize_str(&text),
         _ => s.serialize_f64(*v),
@@ -134,7 +134,7 @@ pub(crate) async fn get_history_bulk_interval(
     let ctx = Ctx::of(&st, p, Role::Viewer)?;
     let runs: Vec<String> = req
         .list("run_ids")
-        .into_iter()
+        .iter()
         .map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))
         .collect();
     if runs.is_empty() {

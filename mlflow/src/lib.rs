@@ -47,6 +47,9 @@ pub struct MlflowState {
     active_runs: Arc<DashSet<(String, String)>>,
     /// When each project's runs were last scanned for experiment names to adopt.
     adopted: Arc<DashMap<String, Instant>>,
+    /// The views' applied positions as last read: views never go back, so a read whose writes
+    /// this already covers needs no checkpoint query.
+    applied: Arc<Mutex<runstream_views::Checkpoint>>,
 }
 
 impl FromRef<MlflowState> for RegistryState {
@@ -62,6 +65,7 @@ impl MlflowState {
             written: Arc::default(),
             active_runs: Arc::default(),
             adopted: Arc::default(),
+            applied: Arc::default(),
         }
     }
 
@@ -81,10 +85,16 @@ impl MlflowState {
         if token.0.is_empty() {
             return Ok(());
         }
+        if token.reached_by(&self.applied.lock().unwrap_or_else(|p| p.into_inner())) {
+            return Ok(());
+        }
         let start = Instant::now();
         let mut pause = Duration::from_millis(1);
         loop {
-            if token.reached_by(&self.ingest.views.checkpoint().await?) {
+            let applied = self.ingest.views.checkpoint().await?;
+            let reached = token.reached_by(&applied);
+            *self.applied.lock().unwrap_or_else(|p| p.into_inner()) = applied;
+            if reached {
                 return Ok(());
             }
             if start.elapsed() >= READ_WAIT {

@@ -350,11 +350,10 @@ pub(crate) async fn search(State(st): State<MlflowState>, MlflowAuth(p): MlflowA
             columns: Vec::new(),
         })
         .await?;
+    let ids: Vec<String> = page.runs.iter().map(|f| f.run.run.clone()).collect();
     let mut models = Vec::new();
-    for f in &page.runs {
-        if let Some(d) = st.ingest.views.get_run(&ctx.key, &f.run.run).await? {
-            models.push(model_json(&st, &ctx, &d).await?);
-        }
+    for d in st.ingest.views.get_runs(&ctx.key, &ids).await? {
+        models.push(model_json(&st, &ctx, &d).await?);
     }
     let mut answer = json!({ "models": models });
     if let Some(next) = &page.next {

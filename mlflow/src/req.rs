@@ -153,7 +153,9 @@ fn query_fields(q: &str) -> Map<String, Value> {
 /// Puts the bare words `NaN`, `Infinity` and `-Infinity` that Python writes into JSON in quotes,
 /// outside strings, so a standard parser reads them; [`Req::f64`] turns them back into numbers.
 fn quote_non_finite(body: &[u8]) -> std::borrow::Cow<'_, [u8]> {
-    if !body.windows(3).any(|w| w == b"NaN" || w == b"Inf") {
+    // `contains` on bytes is a memchr: most bodies have neither letter and skip the scan.
+    let maybe = (body.contains(&b'N') || body.contains(&b'I')) && body.windows(3).any(|w| w == b"NaN" || w == b"Inf");
+    if !maybe {
         return std::borrow::Cow::Borrowed(body);
     }
     let mut out = Vec::with_capacity(body.len() + 16);
@@ -232,11 +234,11 @@ impl Req {
     }
 
     /// A repeated field: an array, or one value given alone.
-    pub fn list(&self, field: &str) -> Vec<Value> {
+    pub fn list(&self, field: &str) -> &[Value] {
         match self.get(field) {
-            None => Vec::new(),
-            Some(Value::Array(a)) => a.clone(),
-            Some(v) => vec![v.clone()],
+            None => &[],
+            Some(Value::Array(a)) => a,
+            Some(v) => std::slice::from_ref(v),
         }
     }
 }

@@ -8,10 +8,11 @@ use runstream_schema::{
     RunState, RunStateChanged, SCHEMA_VERSION, Value as AttrValue,
 };
 use runstream_views::RunDetail;
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::experiments::{find, id_for_run_experiment};
-use crate::req::{Answer, MlflowError, Req, double, value_f64, value_i64};
+use crate::req::{Answer, MlflowError, Req, value_f64, value_i64};
 use crate::{Ctx, MlflowAuth, MlflowState, empty, now_ms, ok};
 
 // MLflow's limits (mlflow/utils/validation.py).
@@ -86,83 +87,145 @@ pub(crate) fn params_of(d: &RunDetail) -> BTreeMap<String, String> {
         .collect()
 }
 
-async fn info_json(
+/// A run's `RunInfo` message.
+#[derive(Serialize)]
+pub(crate) struct InfoOut<'a> {
+    run_id: &'a str,
+    run_uuid: &'a str,
+    run_name: String,
+    experiment_id: String,
+    user_id: String,
+    status: &'static str,
+    start_time: i64,
+    artifact_uri: String,
+    lifecycle_stage: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    end_time: Option<i64>,
+}
+
+/// A `Metric` message (the latest point of a series).
+#[derive(Serialize)]
+pub(crate) struct MetricOut<'a> {
+    key: &'a str,
+    #[serde(serialize_with = "crate::history::non_finite_as_string")]
+    value: f64,
+    timestamp: i64,
+    step: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model_id: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct KeyValue {
+    key: String,
+    value: String,
+}
+
+#[derive(Serialize)]
+struct DataOut<'a> {
+    metrics: Vec<MetricOut<'a>>,
+    params: Vec<KeyValue>,
+    tags: Vec<KeyValue>,
+}
+
+#[derive(Serialize)]
+struct DatasetOut<'a> {
+    name: &'a str,
+    digest: &'a str,
+    source_type: &'static str,
+    source: &'a str,
+}
+
+#[derive(Serialize)]
+struct DatasetInputOut<'a> {
+    dataset: DatasetOut<'a>,
+    tags: [(); 0],
+}
+
+#[derive(Serialize)]
+struct InputsOut<'a> {
+    dataset_inputs: Vec<DatasetInputOut<'a>>,
+}
+
+/// A `Run` message, serialized straight from the views' rows (a search returns many: no JSON
+/// tree is built for them).
+#[derive(Serialize)]
+pub(crate) struct RunOut<'a> {
+    info: InfoOut<'a>,
+    data: DataOut<'a>,
+    inputs: InputsOut<'a>,
+}
+
+pub(crate) async fn info_out<'a>(
     st: &MlflowState,
     ctx: &Ctx,
-    d: &RunDetail,
+    d: &'a RunDetail,
     tags: &BTreeMap<String, String>,
-) -> Result<Value, MlflowError> {
+) -> Result<InfoOut<'a>, MlflowError> {
     let experiment = id_for_run_experiment(st, ctx, &d.run.experiment).await?;
     let r = &d.run;
-    let mut info = json!({
-        "run_id": r.run,
-        "run_uuid": r.run,
-        "run_name": tags.get(RUN_NAME_TAG).cloned().unwrap_or_else(|| r.name.clone()),
-        "experiment_id": experiment.to_string(),
-        "user_id": tags.get(USER_TAG).cloned().unwrap_or_else(|| r.owner.clone()),
-        "status": status_of(&r.state),
-        "start_time": r.created_ms,
-        "artifact_uri": format!("mlflow-artifacts:/{experiment}/{}/artifacts", r.run),
-        "lifecycle_stage": if r.deleted { "deleted" } else { "active" },
-    });
-    if let Some(end) = r.finished_ms {
-        info["end_time"] = end.into();
-    }
-    Ok(info)
+    Ok(InfoOut {
+        run_id: &r.run,
+        run_uuid: &r.run,
+        run_name: tags.get(RUN_NAME_TAG).cloned().unwrap_or_else(|| r.name.clone()),
+        experiment_id: experiment.to_string(),
+        user_id: tags.get(USER_TAG).cloned().unwrap_or_else(|| r.owner.clone()),
+        status: status_of(&r.state),
+        start_time: r.created_ms,
+        artifact_uri: format!("mlflow-artifacts:/{experiment}/{}/artifacts", r.run),
+        lifecycle_stage: if r.deleted { "deleted" } else { "active" },
+        end_time: r.finished_ms,
+    })
 }
 
 /// The latest value of each float series, as MLflow's metrics (of a logged model when `model`).
-pub(crate) fn latest_metrics(d: &RunDetail, model: Option<&str>) -> Vec<Value> {
+pub(crate) fn latest_metrics<'a>(d: &'a RunDetail, model: Option<&'a str>) -> Vec<MetricOut<'a>> {
     d.series
         .iter()
         .filter(|s| s.kind == "float")
         .filter_map(|s| {
-            let mut m = json!({
-                "key": s.path,
-                "value": double(s.last_value?),
-                "timestamp": s.last_time_ms.unwrap_or(0),
-                "step": s.last_step.unwrap_or(0),
-            });
-            if let Some(id) = model {
-                m["model_id"] = id.into();
-            }
-            Some(m)
+            Some(MetricOut {
+                key: &s.path,
+                value: s.last_value?,
+                timestamp: s.last_time_ms.unwrap_or(0),
+                step: s.last_step.unwrap_or(0),
+                model_id: model,
+            })
         })
         .collect()
 }
 
-pub(crate) async fn run_json(st: &MlflowState, ctx: &Ctx, d: &RunDetail) -> Result<Value, MlflowError> {
+pub(crate) async fn run_out<'a>(st: &MlflowState, ctx: &Ctx, d: &'a RunDetail) -> Result<RunOut<'a>, MlflowError> {
     let tags = tags_of(d);
-    let info = info_json(st, ctx, d, &tags).await?;
-    let metrics = latest_metrics(d, None);
-    let params: Vec<Value> = params_of(d)
-        .into_iter()
-        .map(|(k, v)| json!({"key": k, "value": v}))
-        .collect();
-    let datasets: Vec<Value> = d
+    let info = info_out(st, ctx, d, &tags).await?;
+    let pairs = |m: BTreeMap<String, String>| m.into_iter().map(|(key, value)| KeyValue { key, value }).collect();
+    let dataset_inputs = d
         .lineage
         .iter()
         .filter(|l| l.direction == Direction::Input && l.kind == ArtifactKind::Dataset)
-        .map(|l| {
-            json!({"dataset": {"name": l.name, "digest": l.digest, "source_type": "", "source": l.uri}, "tags": []})
+        .map(|l| DatasetInputOut {
+            dataset: DatasetOut {
+                name: &l.name,
+                digest: &l.digest,
+                source_type: "",
+                source: &l.uri,
+            },
+            tags: [],
         })
         .collect();
-    Ok(json!({
-        "info": info,
-        "data": {
-            "metrics": metrics,
-            "params": params,
-            "tags": tags.into_iter().map(|(k, v)| json!({"key": k, "value": v})).collect::<Vec<_>>(),
+    Ok(RunOut {
+        info,
+        data: DataOut {
+            metrics: latest_metrics(d, None),
+            params: pairs(params_of(d)),
+            tags: pairs(tags),
         },
-        "inputs": { "dataset_inputs": datasets },
-    }))
+        inputs: InputsOut { dataset_inputs },
+    })
 }
 
-pub(crate) async fn run_json_by_id(st: &MlflowState, ctx: &Ctx, run: &str) -> Result<Option<Value>, MlflowError> {
-    match st.ingest.views.get_run(&ctx.key, run).await? {
-        Some(d) => Ok(Some(run_json(st, ctx, &d).await?)),
-        None => Ok(None),
-    }
+pub(crate) async fn run_json(st: &MlflowState, ctx: &Ctx, d: &RunDetail) -> Result<Value, MlflowError> {
+    Ok(json!(run_out(st, ctx, d).await?))
 }
 
 pub(crate) fn run_id(raw: &str) -> Result<RunId, MlflowError> {
@@ -431,7 +494,7 @@ pub(crate) async fn update(State(st): State<MlflowState>, MlflowAuth(p): MlflowA
     append(&st, &ctx, events).await?;
     let d = detail(&st, &ctx, &run).await?;
     let tags = tags_of(&d);
-    ok(json!({ "run_info": info_json(&st, &ctx, &d, &tags).await? }))
+    ok(json!({ "run_info": info_out(&st, &ctx, &d, &tags).await? }))
 }
 
 async fn set_deleted(st: MlflowState, p: runstream_views::registry::Principal, req: Req, deleted: bool) -> Answer {
@@ -458,21 +521,29 @@ pub(crate) async fn restore(State(st): State<MlflowState>, MlflowAuth(p): Mlflow
 }
 
 /// One metric of a request, checked: (key, value, timestamp, step).
-pub(crate) fn metric_of(v: &Value, at: &str) -> Result<(String, f64, i64, i64), MlflowError> {
+pub(crate) fn metric_of(v: &Value, index: Option<usize>) -> Result<(String, f64, i64, i64), MlflowError> {
+    // Field names are spelled out (`metrics[7].step`) only for an error: a log-batch checks a
+    // thousand metrics, and formatting three names each cost more than the rest of the check.
+    let at = |field: &str| index.map_or_else(|| field.to_string(), |i| format!("metrics[{i}].{field}"));
     let key = v.get("key").and_then(Value::as_str).unwrap_or_default().to_string();
     check_key("Metric name", &key)?;
-    let value =
-        value_f64(v.get("value"), &format!("{at}value"))?.ok_or_else(|| MlflowError::missing(&format!("{at}value")))?;
-    let timestamp = value_i64(v.get("timestamp"), &format!("{at}timestamp"))?.unwrap_or_else(now_ms);
-    let step = value_i64(v.get("step"), &format!("{at}step"))?.unwrap_or(0);
+    let f64_field =
+        |field: &str| value_f64(v.get(field), field).map_err(|_| value_f64(v.get(field), &at(field)).unwrap_err());
+    let i64_field =
+        |field: &str| value_i64(v.get(field), field).map_err(|_| value_i64(v.get(field), &at(field)).unwrap_err());
+    let value = f64_field("value")?.ok_or_else(|| MlflowError::missing(&at("value")))?;
+    let timestamp = i64_field("timestamp")?.unwrap_or_else(now_ms);
+    let step = i64_field("step")?.unwrap_or(0);
     if !(0..=runstream_schema::MAX_STEP).contains(&step) {
         return Err(MlflowError::invalid(format!(
-            "Invalid value {step} for parameter '{at}step': runstream keeps steps from 0 to 2^53-1"
+            "Invalid value {step} for parameter '{}': runstream keeps steps from 0 to 2^53-1",
+            at("step")
         )));
     }
     if !(0..=runstream_schema::MAX_TIME_MS).contains(&timestamp) {
         return Err(MlflowError::invalid(format!(
-            "Invalid value {timestamp} for parameter '{at}timestamp': expected milliseconds since the epoch"
+            "Invalid value {timestamp} for parameter '{}': expected milliseconds since the epoch",
+            at("timestamp")
         )));
     }
     Ok((key, value, timestamp, step))
@@ -480,20 +551,21 @@ pub(crate) fn metric_of(v: &Value, at: &str) -> Result<(String, f64, i64, i64), 
 
 /// Metrics as one float-points event per key.
 pub(crate) fn metric_events(ctx: &Ctx, run: &RunId, metrics: Vec<(String, f64, i64, i64)>) -> Vec<Event> {
-    let mut by_key: Vec<(String, FloatPoints)> = Vec::new();
+    let mut by_key: Vec<FloatPoints> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
     for (key, value, ts, step) in metrics {
-        let i = *index.entry(key.clone()).or_insert_with(|| {
-            by_key.push((
-                key.clone(),
-                FloatPoints {
+        let i = match index.get(key.as_str()) {
+            Some(&i) => i,
+            None => {
+                by_key.push(FloatPoints {
                     series: key.clone(),
                     ..FloatPoints::default()
-                },
-            ));
-            by_key.len() - 1
-        });
-        let p = &mut by_key[i].1;
+                });
+                index.insert(key, by_key.len() - 1);
+                by_key.len() - 1
+            }
+        };
+        let p = &mut by_key[i];
         p.steps.push(step);
         p.times_ms.push(ts);
         p.values.push(value);
@@ -501,14 +573,14 @@ pub(crate) fn metric_events(ctx: &Ctx, run: &RunId, metrics: Vec<(String, f64, i
     let now = now_ms();
     by_key
         .into_iter()
-        .map(|(_, p)| event(ctx, run, now, Body::FloatPoints(p)))
+        .map(|p| event(ctx, run, now, Body::FloatPoints(p)))
         .collect()
 }
 
 pub(crate) async fn log_metric(State(st): State<MlflowState>, MlflowAuth(p): MlflowAuth, req: Req) -> Answer {
     let ctx = Ctx::of(&st, p, Role::Writer)?;
     let run = run_id(&req.run_id()?)?;
-    let metric = metric_of(&Value::Object(req.0.clone()), "")?;
+    let metric = metric_of(&Value::Object(req.0.clone()), None)?;
     writable(&st, &ctx, &run).await?;
     append(&st, &ctx, metric_events(&ctx, &run, vec![metric])).await?;
     empty()
@@ -612,7 +684,7 @@ pub(crate) async fn log_batch(State(st): State<MlflowState>, MlflowAuth(p): Mlfl
     let mut for_models: BTreeMap<String, Vec<(String, f64, i64, i64)>> = BTreeMap::new();
     let mut parsed = Vec::with_capacity(metrics.len());
     for (i, m) in metrics.iter().enumerate() {
-        let metric = metric_of(m, &format!("metrics[{i}]."))?;
+        let metric = metric_of(m, Some(i))?;
         if let Some(model) = m.get("model_id").and_then(Value::as_str).filter(|m| !m.is_empty()) {
             for_models.entry(model.to_string()).or_default().push(metric.clone());
         }

@@ -8,16 +8,15 @@
 //! without the `attributes.` prefix). A key's name may be quoted with backticks or double quotes.
 
 use axum::extract::State;
-use futures::StreamExt;
 use runstream_schema::Role;
 use runstream_views::search::{
     Cmp, Field, Filter, Literal, MetricAgg, Number, RunSearch, SearchCursor, Sort, SystemField,
 };
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::experiments::{find, run_names_of, view_type_of_runs};
-use crate::req::{Answer, MlflowError, Req};
-use crate::{Ctx, MlflowAuth, MlflowState, ok};
+use crate::req::{MlflowError, Req};
+use crate::{Ctx, MlflowAuth, MlflowState};
 
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Tok {
@@ -485,7 +484,18 @@ pub(crate) fn parse_page_token(t: &str) -> Result<SearchCursor, MlflowError> {
         .ok_or_else(|| MlflowError::invalid(format!("Invalid page token '{t}'")))
 }
 
-pub(crate) async fn search_runs(State(st): State<MlflowState>, MlflowAuth(p): MlflowAuth, req: Req) -> Answer {
+#[derive(serde::Serialize)]
+struct RunsPage<'a> {
+    runs: Vec<crate::runs::RunOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_page_token: Option<String>,
+}
+
+pub(crate) async fn search_runs(
+    State(st): State<MlflowState>,
+    MlflowAuth(p): MlflowAuth,
+    req: Req,
+) -> Result<axum::response::Response, MlflowError> {
     let ctx = Ctx::of(&st, p, Role::Viewer)?;
     let experiments = in_experiments(&st, &ctx, &req)?;
     let max = req.i64("max_results")?.unwrap_or(1000);
@@ -506,7 +516,7 @@ pub(crate) async fn search_runs(State(st): State<MlflowState>, MlflowAuth(p): Ml
         });
     }
     filter = Filter::And(all);
-    let sort = parse_order(&req.list("order_by"))?;
+    let sort = parse_order(req.list("order_by"))?;
     let after = req
         .str("page_token")?
         .filter(|t| !t.is_empty())
@@ -527,25 +537,22 @@ pub(crate) async fn search_runs(State(st): State<MlflowState>, MlflowAuth(p): Ml
         })
         .await?;
     let ids: Vec<String> = page.runs.iter().map(|f| f.run.run.clone()).collect();
-    let (st_ref, ctx_ref) = (&st, &ctx);
-    let runs: Vec<Value> = futures::stream::iter(ids)
-        .map(|id| async move { crate::runs::run_json_by_id(st_ref, ctx_ref, &id).await })
-        .buffered(8)
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .filter_map(|r| r.transpose())
-        .collect::<Result<_, _>>()?;
-    let mut answer = json!({ "runs": runs });
-    if let Some(next) = &page.next {
-        answer["next_page_token"] = page_token(next).into();
+    let details = st.ingest.views.get_runs(&ctx.key, &ids).await?;
+    let mut runs = Vec::with_capacity(details.len());
+    for d in &details {
+        runs.push(crate::runs::run_out(&st, &ctx, d).await?);
     }
-    ok(answer)
+    let answer = RunsPage {
+        runs,
+        next_page_token: page.next.as_ref().map(page_token),
+    };
+    Ok(axum::response::IntoResponse::into_response(axum::Json(answer)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn filters_translate_to_typed_run_filters() {

@@ -106,8 +106,14 @@ def test_experiments_create_get_search_rename_delete_restore_and_tag(server):
     c.delete_experiment_tag(a, "owner")
     assert c.get_experiment(a).tags == {"stage": "dev"}
 
+    kept = c.create_run(a).info.run_id
+    gone = c.create_run(a).info.run_id
+    c.delete_run(gone)
     c.delete_experiment(a)
     assert c.get_experiment(a).lifecycle_stage == "deleted"
+    # As in MLflow, the experiment's runs are deleted with it, and all restored with it.
+    assert c.get_run(kept).info.lifecycle_stage == "deleted"
+    assert c.search_runs([a], run_view_type=ViewType.ACTIVE_ONLY) == []
     active = {x.experiment_id for x in c.search_experiments()}
     deleted = {x.experiment_id for x in c.search_experiments(view_type=ViewType.DELETED_ONLY)}
     assert a not in active and a in deleted and "0" in active
@@ -116,6 +122,8 @@ def test_experiments_create_get_search_rename_delete_restore_and_tag(server):
     assert error_code(e.value) == "INVALID_PARAMETER_VALUE"
     c.restore_experiment(a)
     assert c.get_experiment(a).lifecycle_stage == "active"
+    assert {r.info.run_id for r in c.search_runs([a])} == {kept, gone}
+    assert c.get_run(gone).info.lifecycle_stage == "active"
 
     with pytest.raises(MlflowException) as e:
         c.delete_experiment("0")

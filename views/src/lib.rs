@@ -84,6 +84,18 @@ pub trait ViewStore: Send + Sync + 'static {
 
     async fn get_run(&self, project: &str, run: &str) -> Result<Option<RunDetail>, ViewError>;
 
+    /// Several runs at once (a search's page), in the order asked; runs that do not exist are
+    /// left out. Stores that can read them together override this.
+    async fn get_runs(&self, project: &str, runs: &[String]) -> Result<Vec<RunDetail>, ViewError> {
+        let mut out = Vec::with_capacity(runs.len());
+        for run in runs {
+            if let Some(d) = self.get_run(project, run).await? {
+                out.push(d);
+            }
+        }
+        Ok(out)
+    }
+
     /// Raw float points of a series with `from <= step`, `step <= to`, in step order.
     async fn read_points(&self, key: &SeriesKey, from: i64, to: i64, limit: usize) -> Result<Vec<PointRow>, ViewError>;
 

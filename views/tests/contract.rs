@@ -274,6 +274,35 @@ async fn lines_files_and_lineage(store: Arc<dyn ViewStore>) {
         ("r1", "sha-second")
     );
     assert_eq!(run.lineage, by_artifact);
+
+    // Several runs at once: in the order asked, missing ones left out, each as get_run reads it.
+    let mut second = batch(2, vec![1, 2], vec![0.5, 0.25], 3);
+    second.runs[0].run = "r2".into();
+    second.runs[0].created = Some(RunCreatedRow {
+        name: "second".into(),
+        owner: "bob".into(),
+        created_ms: 30,
+        ..Default::default()
+    });
+    second.attributes[0].run = "r2".into();
+    second.tags[0].run = "r2".into();
+    second.float_series[0].key.run = "r2".into();
+    second.events[0].run = "r2".into();
+    store.apply(second).await.unwrap();
+    let asked = ["r2".to_string(), "nope".to_string(), "r1".to_string()];
+    let both = store.get_runs("w/p", &asked).await.unwrap();
+    assert_eq!(
+        both.iter().map(|d| d.run.run.as_str()).collect::<Vec<_>>(),
+        ["r2", "r1"]
+    );
+    for d in &both {
+        let one = store.get_run("w/p", &d.run.run).await.unwrap().unwrap();
+        assert_eq!(format!("{d:?}"), format!("{one:?}"));
+    }
+    assert_eq!(both[0].series.len(), 1);
+    assert!(both[0].files.is_empty() && both[0].lineage.is_empty());
+    assert_eq!(both[1].files.len(), 1);
+    assert!(store.get_runs("w/p", &[]).await.unwrap().is_empty());
 }
 
 async fn sqlite() -> (tempfile::TempDir, Arc<dyn ViewStore>) {

@@ -140,6 +140,9 @@ fn connect(path: &Path) -> Result<Connection, ViewError> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "cache_size", -65536)?;
+    // A run's read alone takes six statements and searches add their own: rusqlite's default of
+    // 16 cached statements would have them evict each other and be prepared again.
+    conn.set_prepared_statement_cache_capacity(128);
     Ok(conn)
 }
 
@@ -308,6 +311,18 @@ impl ViewStore for SqliteViews {
     async fn get_run(&self, project: &str, run: &str) -> Result<Option<RunDetail>, ViewError> {
         let (p, r) = (project.to_string(), run.to_string());
         self.read(move |c| read::get_run(c, &p, &r)).await
+    }
+
+    async fn get_runs(&self, project: &str, runs: &[String]) -> Result<Vec<RunDetail>, ViewError> {
+        let (p, rs) = (project.to_string(), runs.to_vec());
+        self.read(move |c| {
+            // One read transaction: the six statements see one snapshot.
+            let tx = c.unchecked_transaction()?;
+            let out = read::get_runs(&tx, &p, &rs)?;
+            tx.finish()?;
+            Ok(out)
+        })
+        .await
     }
 
     async fn read_points(&self, key: &SeriesKey, from: i64, to: i64, limit: usize) -> Result<Vec<PointRow>, ViewError> {

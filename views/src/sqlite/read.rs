@@ -57,112 +57,175 @@ pub(super) fn value_from_columns(
     })
 }
 
+const LINEAGE_COLUMNS: &str = "run, direction, kind, name, version, digest, uri, time_ms";
+
+fn lineage_row(r: &Row<'_>, project: &str) -> rusqlite::Result<LineageRow> {
+    let (d, k): (String, String) = (r.get(1)?, r.get(2)?);
+    Ok(LineageRow {
+        project: project.to_string(),
+        run: r.get(0)?,
+        direction: Direction::parse(&d).unwrap_or(Direction::Input),
+        kind: ArtifactKind::parse(&k).unwrap_or(ArtifactKind::Other),
+        name: r.get(3)?,
+        version: r.get(4)?,
+        digest: r.get(5)?,
+        uri: r.get(6)?,
+        time_ms: r.get(7)?,
+    })
+}
+
 pub(super) fn lineage(
     c: &Connection,
     project: &str,
     of: &LineageOf,
     limit: usize,
 ) -> Result<Vec<LineageRow>, ViewError> {
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let row = |r: &Row<'_>| -> rusqlite::Result<LineageRow> {
-        let (d, k): (String, String) = (r.get(1)?, r.get(2)?);
-        Ok(LineageRow {
-            project: project.to_string(),
-            run: r.get(0)?,
-            direction: Direction::parse(&d).unwrap_or(Direction::Input),
-            kind: ArtifactKind::parse(&k).unwrap_or(ArtifactKind::Other),
-            name: r.get(3)?,
-            version: r.get(4)?,
-            digest: r.get(5)?,
-            uri: r.get(6)?,
-            time_ms: r.get(7)?,
-        })
-    };
-    const COLUMNS: &str = "run, direction, kind, name, version, digest, uri, time_ms";
+    let row = |r: &Row<'_>| lineage_row(r, project);
+    // Limits are applied by reading no further (or written into the statement): a bound LIMIT
+    // makes SQLite prepare the statement again at every execution.
     let rows = match of {
         LineageOf::Run(run) => c
             .prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM lineage WHERE project = ?1 AND run = ?2
-                 ORDER BY direction, kind, name, version LIMIT ?3"
+                "SELECT {LINEAGE_COLUMNS} FROM lineage WHERE project = ?1 AND run = ?2
+                 ORDER BY direction, kind, name, version"
             ))?
-            .query_map(params![project, run, limit], row)?
+            .query_map(params![project, run], row)?
+            .take(limit)
             .collect::<Result<Vec<_>, _>>()?,
         LineageOf::Artifact { kind, name, version } => c
             .prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM lineage WHERE project = ?1 AND kind = ?2 AND name = ?3
-                 AND (?4 IS NULL OR version = ?4) ORDER BY run, direction, version LIMIT ?5"
+                "SELECT {LINEAGE_COLUMNS} FROM lineage WHERE project = ?1 AND kind = ?2 AND name = ?3
+                 AND (?4 IS NULL OR version = ?4) ORDER BY run, direction, version LIMIT {}",
+                i64::try_from(limit).unwrap_or(i64::MAX)
             ))?
-            .query_map(params![project, kind.as_str(), name, version, limit], row)?
+            .query_map(params![project, kind.as_str(), name, version], row)?
             .collect::<Result<Vec<_>, _>>()?,
     };
     Ok(rows)
 }
 
 pub(super) fn get_run(c: &Connection, project: &str, run: &str) -> Result<Option<RunDetail>, ViewError> {
-    let Some(row) = c
-        .prepare_cached(&format!(
-            "SELECT {RUN_COLUMNS} FROM runs WHERE project = ?1 AND run = ?2"
-        ))?
-        .query_row(params![project, run], run_row)
-        .optional()?
-    else {
-        return Ok(None);
+    Ok(get_runs(c, project, &[run.to_string()])?.pop())
+}
+
+/// Several runs in the order asked (missing ones left out), read with one statement per table
+/// whatever their number: a search's page costs six statements, not six per run.
+pub(super) fn get_runs(c: &Connection, project: &str, runs: &[String]) -> Result<Vec<RunDetail>, ViewError> {
+    use std::collections::HashMap;
+    if runs.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Several ids travel as one JSON array parameter, so the statements stay the same (and
+    // cached) for any number of runs; one run is looked up directly.
+    let (ids, in_runs) = match runs {
+        [one] => (one.clone(), "project = ?1 AND run = ?2"),
+        _ => (
+            serde_json::to_string(runs).map_err(|e| ViewError::Storage(e.to_string()))?,
+            "project = ?1 AND run IN (SELECT value FROM json_each(?2))",
+        ),
     };
-    let mut attributes = Vec::new();
+    let mut details: HashMap<String, RunDetail> = HashMap::with_capacity(runs.len());
     {
-        let mut stmt = c.prepare_cached(
-            "SELECT path, type, i, f, s FROM attributes WHERE project = ?1 AND run = ?2 ORDER BY path",
-        )?;
-        let mut rows = stmt.query(params![project, run])?;
-        while let Some(r) = rows.next()? {
-            let t: String = r.get(1)?;
-            attributes.push((r.get(0)?, value_from_columns(&t, r.get(2)?, r.get(3)?, r.get(4)?)?));
+        let mut stmt = c.prepare_cached(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE {in_runs}"))?;
+        let rows = stmt.query_map(params![project, ids], run_row)?;
+        for row in rows {
+            let row = row?;
+            details.insert(
+                row.run.clone(),
+                RunDetail {
+                    run: row,
+                    attributes: Vec::new(),
+                    tags: Vec::new(),
+                    series: Vec::new(),
+                    files: Vec::new(),
+                    lineage: Vec::new(),
+                },
+            );
         }
     }
-    let tags = c
-        .prepare_cached("SELECT tag FROM tags WHERE project = ?1 AND run = ?2 ORDER BY tag")?
-        .query_map(params![project, run], |r| r.get(0))?
-        .collect::<Result<Vec<String>, _>>()?;
-    let series = c
-        .prepare_cached(
-            "SELECT path, kind, count, first_step, last_step, last_value, min, max, sum, n_values, last_time_ms, last_bits
-             FROM series WHERE project = ?1 AND run = ?2 ORDER BY path, kind",
-        )?
-        .query_map(params![project, run], |r| {
-            let kind: String = r.get(1)?;
-            let n_values: i64 = r.get(9)?;
-            let sum: Option<f64> = r.get(8)?;
+    if details.is_empty() {
+        return Ok(Vec::new());
+    }
+    {
+        let mut stmt = c.prepare_cached(&format!(
+            "SELECT run, path, type, i, f, s FROM attributes WHERE {in_runs} ORDER BY run, path"
+        ))?;
+        let mut rows = stmt.query(params![project, ids])?;
+        while let Some(r) = rows.next()? {
+            let run: String = r.get(0)?;
+            let t: String = r.get(2)?;
+            let value = value_from_columns(&t, r.get(3)?, r.get(4)?, r.get(5)?)?;
+            if let Some(d) = details.get_mut(&run) {
+                d.attributes.push((r.get(1)?, value));
+            }
+        }
+    }
+    {
+        let mut stmt = c.prepare_cached(&format!("SELECT run, tag FROM tags WHERE {in_runs} ORDER BY run, tag"))?;
+        let mut rows = stmt.query(params![project, ids])?;
+        while let Some(r) = rows.next()? {
+            let run: String = r.get(0)?;
+            if let Some(d) = details.get_mut(&run) {
+                d.tags.push(r.get(1)?);
+            }
+        }
+    }
+    {
+        let mut stmt = c.prepare_cached(&format!(
+            "SELECT run, path, kind, count, first_step, last_step, last_value, min, max, sum, n_values, last_time_ms, last_bits
+             FROM series WHERE {in_runs} ORDER BY run, path, kind"
+        ))?;
+        let mut rows = stmt.query(params![project, ids])?;
+        while let Some(r) = rows.next()? {
+            let run: String = r.get(0)?;
+            let kind: String = r.get(2)?;
+            let n_values: i64 = r.get(10)?;
+            let sum: Option<f64> = r.get(9)?;
             let float = kind == "float";
-            Ok(SeriesSummary {
-                path: r.get(0)?,
-                count: r.get::<_, i64>(2)? as u64,
-                first_step: r.get(3)?,
-                last_step: r.get(4)?,
-                last_value: float.then(|| exact(r.get(5).ok().flatten(), r.get(11).ok().flatten())),
-                min: r.get(6)?,
-                max: r.get(7)?,
+            let summary = SeriesSummary {
+                path: r.get(1)?,
+                count: r.get::<_, i64>(3)? as u64,
+                first_step: r.get(4)?,
+                last_step: r.get(5)?,
+                last_value: float.then(|| exact(r.get(6).ok().flatten(), r.get(12).ok().flatten())),
+                min: r.get(7)?,
+                max: r.get(8)?,
                 mean: (float && n_values > 0).then(|| real(sum) / n_values as f64),
-                last_time_ms: r.get(10)?,
+                last_time_ms: r.get(11)?,
                 kind,
-            })
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
-    let files = c
-        .prepare_cached(
-            "SELECT path, step, blob_key, size, sha256, media_type, time_ms FROM files
-             WHERE project = ?1 AND run = ?2 ORDER BY path, step",
-        )?
-        .query_map(params![project, run], |r| file_row(r, project, run))?
-        .collect::<Result<Vec<_>, _>>()?;
-    let lineage = lineage(c, project, &LineageOf::Run(run.to_string()), usize::MAX)?;
-    Ok(Some(RunDetail {
-        run: row,
-        attributes,
-        tags,
-        series,
-        files,
-        lineage,
-    }))
+            };
+            if let Some(d) = details.get_mut(&run) {
+                d.series.push(summary);
+            }
+        }
+    }
+    {
+        let mut stmt = c.prepare_cached(&format!(
+            "SELECT path, step, blob_key, size, sha256, media_type, time_ms, run FROM files
+             WHERE {in_runs} ORDER BY run, path, step"
+        ))?;
+        let mut rows = stmt.query(params![project, ids])?;
+        while let Some(r) = rows.next()? {
+            let run: String = r.get(7)?;
+            let file = file_row(r, project, &run)?;
+            if let Some(d) = details.get_mut(&run) {
+                d.files.push(file);
+            }
+        }
+    }
+    {
+        let mut stmt = c.prepare_cached(&format!(
+            "SELECT {LINEAGE_COLUMNS} FROM lineage WHERE {in_runs} ORDER BY run, direction, kind, name, version"
+        ))?;
+        let rows = stmt.query_map(params![project, ids], |r| lineage_row(r, project))?;
+        for row in rows {
+            let row = row?;
+            if let Some(d) = details.get_mut(&row.run) {
+                d.lineage.push(row);
+            }
+        }
+    }
+    Ok(runs.iter().filter_map(|r| details.remove(r)).collect())
 }
 
 fn file_row(r: &Row<'_>, project: &str, run: &str) -> rusqlite::Result<FileRow> {
@@ -244,16 +307,16 @@ pub(super) fn points(c: &Connection, id: i64, from: i64, to: i64, limit: usize) 
 
 pub(super) fn lines(c: &Connection, id: i64, from: i64, to: i64, limit: usize) -> Result<Vec<LineRow>, ViewError> {
     let mut stmt = c.prepare_cached(
-        "SELECT step, time_ms, line FROM lines WHERE series = ?1 AND step BETWEEN ?2 AND ?3 ORDER BY step LIMIT ?4",
+        "SELECT step, time_ms, line FROM lines WHERE series = ?1 AND step BETWEEN ?2 AND ?3 ORDER BY step",
     )?;
-    let rows = stmt.query_map(params![id, from, to, limit as i64], |r| {
+    let rows = stmt.query_map(params![id, from, to], |r| {
         Ok(LineRow {
             step: r.get(0)?,
             time_ms: r.get(1)?,
             line: r.get(2)?,
         })
     })?;
-    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    Ok(rows.take(limit).collect::<Result<Vec<_>, _>>()?)
 }
 
 fn raw_aggs(c: &Connection, id: i64, from: i64, to: i64) -> Result<Vec<Agg>, ViewError> {
@@ -312,9 +375,9 @@ pub(super) fn events(
     let mut stmt = c.prepare_cached(
         "SELECT id, partition, offset, seq, kind FROM events
          WHERE project = ?1 AND run = ?2 AND (partition, offset, seq) > (?3, ?4, ?5)
-         ORDER BY partition, offset, seq LIMIT ?6",
+         ORDER BY partition, offset, seq",
     )?;
-    let rows = stmt.query_map(params![project, run, p, o, s, limit as i64], |r| {
+    let rows = stmt.query_map(params![project, run, p, o, s], |r| {
         let id: Vec<u8> = r.get(0)?;
         Ok((
             id,
@@ -325,7 +388,7 @@ pub(super) fn events(
         ))
     })?;
     let mut out = Vec::new();
-    for row in rows {
+    for row in rows.take(limit) {
         let (id, partition, offset, seq, kind) = row?;
         out.push(StoredEvent {
             project: project.to_string(),

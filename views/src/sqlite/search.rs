@@ -366,7 +366,8 @@ pub(super) fn search(c: &Connection, s: &RunSearch) -> Result<SearchPage, ViewEr
             }
             _ => String::new(),
         };
-        let limit = q.bind(Sql::Integer(s.limit as i64));
+        // Written into the statement: a bound LIMIT is re-planned at every execution.
+        let limit = s.limit as i64;
         q.sql = format!(
             "SELECT {RUN_COLUMNS_R}, {key} FROM {from} WHERE {base} AND {key} IS NOT NULL AND {scope}{keyset}
              ORDER BY {key} {dir}, {run} {dir} LIMIT {limit}"
@@ -382,7 +383,7 @@ pub(super) fn search(c: &Connection, s: &RunSearch) -> Result<SearchPage, ViewEr
             Some(SearchCursor { value: None, run }) => format!(" AND r.run {cmp} {}", q.text(run)),
             _ => String::new(),
         };
-        let limit = q.bind(Sql::Integer((s.limit - found.len()) as i64));
+        let limit = (s.limit - found.len()) as i64;
         q.sql = format!(
             "SELECT {RUN_COLUMNS_R}, NULL FROM runs r WHERE r.project = ?1 AND NOT ({has}) AND {scope}{keyset}
              ORDER BY r.run {dir} LIMIT {limit}"
@@ -471,7 +472,7 @@ pub(super) fn group(c: &Connection, g: &RunGrouping) -> Result<Groups, ViewError
         cols.push(format!("COUNT({v}), MIN({v}), MAX({v}), AVG({v})"));
     }
     let scope = scope(&mut q, &g.filter, g.include_deleted);
-    let limit = q.bind(Sql::Integer(g.limit as i64 + 1));
+    let limit = g.limit as i64 + 1;
     q.sql = format!(
         "SELECT {} FROM runs r WHERE r.project = ?1 AND {scope} GROUP BY k ORDER BY (k IS NULL), k LIMIT {limit}",
         cols.join(", ")
