@@ -101,6 +101,96 @@ impl IntoResponse for MlflowError {
 
 pub type Answer = Result<axum::Json<Value>, MlflowError>;
 
+async fn body_bytes(req: Request<Body>) -> Result<axum::body::Bytes, MlflowError> {
+    axum::body::to_bytes(req.into_body(), BODY_LIMIT)
+        .await
+        .map_err(|e| MlflowError::invalid(format!("reading the request body failed: {e}")))
+}
+
+/// A request body as JSON, with Python's bare `NaN` / `Infinity` words read as strings; `None`
+/// for an empty body.
+fn json_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<Option<T>, MlflowError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let text = quote_non_finite(bytes);
+    serde_json::from_slice::<T>(&text).map(Some).map_err(|e| {
+        if e.is_data() {
+            MlflowError::invalid(format!(
+                "the request body must be a JSON object of the request's fields: {e}"
+            ))
+        } else {
+            MlflowError::new(
+                StatusCode::BAD_REQUEST,
+                "MALFORMED_REQUEST",
+                format!("the request body is not valid JSON: {e}"),
+            )
+        }
+    })
+}
+
+/// A `runs/log-batch` body, typed: its thousand metrics are read into plain structs rather than
+/// a JSON object each. Fields keep their JSON values, checked as every other request's are.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+pub struct BatchReq {
+    pub run_id: Option<Value>,
+    pub run_uuid: Option<Value>,
+    pub metrics: Option<Vec<MetricIn>>,
+    pub params: Option<Vec<Value>>,
+    pub tags: Option<Vec<Value>>,
+}
+
+/// One metric of a log-batch.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+pub struct MetricIn {
+    pub key: Option<Value>,
+    pub value: Option<Value>,
+    pub timestamp: Option<Value>,
+    pub step: Option<Value>,
+    pub model_id: Option<Value>,
+}
+
+impl<S: Send + Sync> FromRequest<S> for BatchReq {
+    type Rejection = MlflowError;
+
+    async fn from_request(req: Request<Body>, _: &S) -> Result<Self, Self::Rejection> {
+        let bytes = body_bytes(req).await?;
+        // serde reads a struct from an array too (fields by position); MLflow sends objects.
+        match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+            None => return Ok(BatchReq::default()),
+            Some(b'{') => {}
+            Some(_) => return Err(MlflowError::invalid("the request body must be a JSON object")),
+        }
+        Ok(json_body::<BatchReq>(&bytes)?.unwrap_or_default())
+    }
+}
+
+impl BatchReq {
+    pub fn run_id(&self) -> Result<String, MlflowError> {
+        run_id_of(self.run_id.as_ref(), self.run_uuid.as_ref())
+    }
+}
+
+/// `run_id`, or the older `run_uuid` the client still sends.
+fn run_id_of(run_id: Option<&Value>, run_uuid: Option<&Value>) -> Result<String, MlflowError> {
+    let text = |v: Option<&Value>, field: &str| match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(other) => Err(MlflowError::invalid(format!(
+            "Invalid value {other} for parameter '{field}' supplied: expected a string"
+        ))),
+    };
+    match text(run_id, "run_id")?.filter(|s| !s.is_empty()) {
+        Some(id) => Ok(id),
+        None => text(run_uuid, "run_uuid")?
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| MlflowError::missing("run_id")),
+    }
+}
+
 /// The fields of a request, from its query (GET) or its JSON body (other methods).
 #[derive(Debug, Default)]
 pub struct Req(pub Map<String, Value>);
@@ -112,21 +202,11 @@ impl<S: Send + Sync> FromRequest<S> for Req {
         if req.method() == Method::GET || req.method() == Method::DELETE {
             return Ok(Req(query_fields(req.uri().query().unwrap_or(""))));
         }
-        let bytes = axum::body::to_bytes(req.into_body(), BODY_LIMIT)
-            .await
-            .map_err(|e| MlflowError::invalid(format!("reading the request body failed: {e}")))?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Req::default());
-        }
-        let text = quote_non_finite(&bytes);
-        match serde_json::from_slice::<Value>(&text) {
-            Ok(Value::Object(m)) => Ok(Req(m)),
-            Ok(_) => Err(MlflowError::invalid("the request body must be a JSON object")),
-            Err(e) => Err(MlflowError::new(
-                StatusCode::BAD_REQUEST,
-                "MALFORMED_REQUEST",
-                format!("the request body is not valid JSON: {e}"),
-            )),
+        let bytes = body_bytes(req).await?;
+        match json_body::<Value>(&bytes)? {
+            None => Ok(Req::default()),
+            Some(Value::Object(m)) => Ok(Req(m)),
+            Some(_) => Err(MlflowError::invalid("the request body must be a JSON object")),
         }
     }
 }
@@ -220,13 +300,7 @@ impl Req {
 
     /// `run_id`, or the older `run_uuid` the client still sends.
     pub fn run_id(&self) -> Result<String, MlflowError> {
-        match self.str("run_id")?.filter(|s| !s.is_empty()) {
-            Some(id) => Ok(id),
-            None => self
-                .str("run_uuid")?
-                .filter(|s| !s.is_empty())
-                .ok_or_else(|| MlflowError::missing("run_id")),
-        }
+        run_id_of(self.get("run_id"), self.get("run_uuid"))
     }
 
     pub fn i64(&self, field: &str) -> Result<Option<i64>, MlflowError> {
@@ -327,5 +401,34 @@ mod tests {
         let e = value_i64(v.get("c"), "c").unwrap_err();
         assert!(e.message.contains("'c'"), "{}", e.message);
         assert!(value_i64(v.get("d"), "d").is_err());
+    }
+
+    async fn batch(body: &str) -> Result<BatchReq, MlflowError> {
+        let req = Request::builder()
+            .method("POST")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        BatchReq::from_request(req, &()).await
+    }
+
+    #[tokio::test]
+    async fn log_batch_bodies_are_read_typed() {
+        let b = batch(r#"{"run_uuid": "r1", "metrics": [{"key": "a", "value": NaN, "timestamp": "12", "step": 3, "extra": 1}, {"key": "b"}], "tags": null}"#)
+            .await
+            .unwrap();
+        assert_eq!(b.run_id().unwrap(), "r1");
+        let m = b.metrics.as_deref().unwrap();
+        assert_eq!(m.len(), 2);
+        assert!(value_f64(m[0].value.as_ref(), "value").unwrap().unwrap().is_nan());
+        assert_eq!(value_i64(m[0].timestamp.as_ref(), "timestamp").unwrap(), Some(12));
+        assert!(m[1].value.is_none() && b.tags.is_none() && b.params.is_none());
+        // An empty body has no fields; a body that is not an object, or not JSON, is refused.
+        assert!(batch("  ").await.unwrap().run_id().is_err());
+        assert_eq!(batch("[1]").await.unwrap_err().code, "INVALID_PARAMETER_VALUE");
+        assert_eq!(
+            batch(r#"{"metrics": 5}"#).await.unwrap_err().code,
+            "INVALID_PARAMETER_VALUE"
+        );
+        assert_eq!(batch("{nope").await.unwrap_err().code, "MALFORMED_REQUEST");
     }
 }

@@ -1,5 +1,6 @@
 //! `runs/...`: MLflow runs as runstream runs and events.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 use axum::extract::State;
@@ -12,7 +13,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::experiments::{find, id_for_run_experiment};
-use crate::req::{Answer, MlflowError, Req, value_f64, value_i64};
+use crate::req::{Answer, BatchReq, MetricIn, MlflowError, Req, value_f64, value_i64};
 use crate::{Ctx, MlflowAuth, MlflowState, empty, now_ms, ok};
 
 // MLflow's limits (mlflow/utils/validation.py).
@@ -116,16 +117,16 @@ pub(crate) struct MetricOut<'a> {
 }
 
 #[derive(Serialize)]
-struct KeyValue {
-    key: String,
-    value: String,
+struct KeyValue<'a> {
+    key: Cow<'a, str>,
+    value: Cow<'a, str>,
 }
 
 #[derive(Serialize)]
 struct DataOut<'a> {
     metrics: Vec<MetricOut<'a>>,
-    params: Vec<KeyValue>,
-    tags: Vec<KeyValue>,
+    params: Vec<KeyValue<'a>>,
+    tags: Vec<KeyValue<'a>>,
 }
 
 #[derive(Serialize)]
@@ -198,7 +199,23 @@ pub(crate) fn latest_metrics<'a>(d: &'a RunDetail, model: Option<&'a str>) -> Ve
 pub(crate) async fn run_out<'a>(st: &MlflowState, ctx: &Ctx, d: &'a RunDetail) -> Result<RunOut<'a>, MlflowError> {
     let tags = tags_of(d);
     let info = info_out(st, ctx, d, &tags).await?;
-    let pairs = |m: BTreeMap<String, String>| m.into_iter().map(|(key, value)| KeyValue { key, value }).collect();
+    // Params are borrowed from the run's attributes (already in path order, as MLflow sorts).
+    let params = prefixed(d, "params/")
+        .map(|(k, v)| KeyValue {
+            key: Cow::Borrowed(k),
+            value: match v {
+                AttrValue::String(s) => Cow::Borrowed(s.as_str()),
+                other => Cow::Owned(text_of(other)),
+            },
+        })
+        .collect();
+    let tags = tags
+        .into_iter()
+        .map(|(k, v)| KeyValue {
+            key: Cow::Owned(k),
+            value: Cow::Owned(v),
+        })
+        .collect();
     let dataset_inputs = d
         .lineage
         .iter()
@@ -217,8 +234,8 @@ pub(crate) async fn run_out<'a>(st: &MlflowState, ctx: &Ctx, d: &'a RunDetail) -
         info,
         data: DataOut {
             metrics: latest_metrics(d, None),
-            params: pairs(params_of(d)),
-            tags: pairs(tags),
+            params,
+            tags,
         },
         inputs: InputsOut { dataset_inputs },
     })
@@ -522,18 +539,32 @@ pub(crate) async fn restore(State(st): State<MlflowState>, MlflowAuth(p): Mlflow
 
 /// One metric of a request, checked: (key, value, timestamp, step).
 pub(crate) fn metric_of(v: &Value, index: Option<usize>) -> Result<(String, f64, i64, i64), MlflowError> {
+    metric_from(
+        &MetricIn {
+            key: v.get("key").cloned(),
+            value: v.get("value").cloned(),
+            timestamp: v.get("timestamp").cloned(),
+            step: v.get("step").cloned(),
+            model_id: None,
+        },
+        index,
+    )
+}
+
+/// One metric of a request, checked: (key, value, timestamp, step).
+fn metric_from(v: &MetricIn, index: Option<usize>) -> Result<(String, f64, i64, i64), MlflowError> {
     // Field names are spelled out (`metrics[7].step`) only for an error: a log-batch checks a
     // thousand metrics, and formatting three names each cost more than the rest of the check.
     let at = |field: &str| index.map_or_else(|| field.to_string(), |i| format!("metrics[{i}].{field}"));
-    let key = v.get("key").and_then(Value::as_str).unwrap_or_default().to_string();
+    let key = v.key.as_ref().and_then(Value::as_str).unwrap_or_default().to_string();
     check_key("Metric name", &key)?;
     let f64_field =
-        |field: &str| value_f64(v.get(field), field).map_err(|_| value_f64(v.get(field), &at(field)).unwrap_err());
+        |x: Option<&Value>, field: &str| value_f64(x, field).map_err(|_| value_f64(x, &at(field)).unwrap_err());
     let i64_field =
-        |field: &str| value_i64(v.get(field), field).map_err(|_| value_i64(v.get(field), &at(field)).unwrap_err());
-    let value = f64_field("value")?.ok_or_else(|| MlflowError::missing(&at("value")))?;
-    let timestamp = i64_field("timestamp")?.unwrap_or_else(now_ms);
-    let step = i64_field("step")?.unwrap_or(0);
+        |x: Option<&Value>, field: &str| value_i64(x, field).map_err(|_| value_i64(x, &at(field)).unwrap_err());
+    let value = f64_field(v.value.as_ref(), "value")?.ok_or_else(|| MlflowError::missing(&at("value")))?;
+    let timestamp = i64_field(v.timestamp.as_ref(), "timestamp")?.unwrap_or_else(now_ms);
+    let step = i64_field(v.step.as_ref(), "step")?.unwrap_or(0);
     if !(0..=runstream_schema::MAX_STEP).contains(&step) {
         return Err(MlflowError::invalid(format!(
             "Invalid value {step} for parameter '{}': runstream keeps steps from 0 to 2^53-1",
@@ -658,10 +689,14 @@ pub(crate) async fn delete_tag(State(st): State<MlflowState>, MlflowAuth(p): Mlf
     empty()
 }
 
-pub(crate) async fn log_batch(State(st): State<MlflowState>, MlflowAuth(p): MlflowAuth, req: Req) -> Answer {
+pub(crate) async fn log_batch(State(st): State<MlflowState>, MlflowAuth(p): MlflowAuth, req: BatchReq) -> Answer {
     let ctx = Ctx::of(&st, p, Role::Writer)?;
     let run = run_id(&req.run_id()?)?;
-    let (metrics, params, tags) = (req.list("metrics"), req.list("params"), req.list("tags"));
+    let (metrics, params, tags) = (
+        req.metrics.as_deref().unwrap_or_default(),
+        req.params.as_deref().unwrap_or_default(),
+        req.tags.as_deref().unwrap_or_default(),
+    );
     for (what, n, max) in [
         ("metrics", metrics.len(), MAX_BATCH_METRICS),
         ("params", params.len(), MAX_BATCH_PARAMS),
@@ -684,8 +719,8 @@ pub(crate) async fn log_batch(State(st): State<MlflowState>, MlflowAuth(p): Mlfl
     let mut for_models: BTreeMap<String, Vec<(String, f64, i64, i64)>> = BTreeMap::new();
     let mut parsed = Vec::with_capacity(metrics.len());
     for (i, m) in metrics.iter().enumerate() {
-        let metric = metric_of(m, Some(i))?;
-        if let Some(model) = m.get("model_id").and_then(Value::as_str).filter(|m| !m.is_empty()) {
+        let metric = metric_from(m, Some(i))?;
+        if let Some(model) = m.model_id.as_ref().and_then(Value::as_str).filter(|m| !m.is_empty()) {
             for_models.entry(model.to_string()).or_default().push(metric.clone());
         }
         parsed.push(metric);

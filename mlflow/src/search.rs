@@ -523,10 +523,10 @@ pub(crate) async fn search_runs(
         .map(|t| parse_page_token(&t))
         .transpose()?;
     st.caught_up().await?;
-    let page = st
+    let (page, details) = st
         .ingest
         .views
-        .search_runs(RunSearch {
+        .search_run_details(RunSearch {
             project: ctx.key.clone(),
             filter,
             include_deleted,
@@ -536,8 +536,6 @@ pub(crate) async fn search_runs(
             columns: Vec::new(),
         })
         .await?;
-    let ids: Vec<String> = page.runs.iter().map(|f| f.run.run.clone()).collect();
-    let details = st.ingest.views.get_runs(&ctx.key, &ids).await?;
     let mut runs = Vec::with_capacity(details.len());
     for d in &details {
         runs.push(crate::runs::run_out(&st, &ctx, d).await?);

@@ -72,6 +72,16 @@ pub trait ViewStore: Send + Sync + 'static {
     /// One page of the runs a search selects, in its order.
     async fn search_runs(&self, search: RunSearch) -> Result<SearchPage, ViewError>;
 
+    /// One page of a search with each of its runs read in full ([`ViewStore::get_runs`]), from
+    /// one snapshot where the store can (MLflow's search answers whole runs).
+    async fn search_run_details(&self, search: RunSearch) -> Result<(SearchPage, Vec<RunDetail>), ViewError> {
+        let project = search.project.clone();
+        let page = self.search_runs(search).await?;
+        let ids: Vec<String> = page.runs.iter().map(|f| f.run.run.clone()).collect();
+        let details = self.get_runs(&project, &ids).await?;
+        Ok((page, details))
+    }
+
     /// The runs a search selects, counted and summarised per value of a field.
     async fn group_runs(&self, grouping: RunGrouping) -> Result<Groups, ViewError>;
 

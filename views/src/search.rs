@@ -357,6 +357,21 @@ pub enum Filter {
 }
 
 impl Filter {
+    /// Whether every run the filter selects has a value of `field`: a comparison holds only for
+    /// a value, so a conjunct comparing that very field implies one. A search sorted by such a
+    /// field then has no runs lacking it to list after the others.
+    pub fn implies_value_of(&self, field: &Field) -> bool {
+        match self {
+            Filter::And(v) => v.iter().any(|f| f.implies_value_of(field)),
+            Filter::Or(v) => !v.is_empty() && v.iter().all(|f| f.implies_value_of(field)),
+            Filter::Compare { field: f, .. }
+            | Filter::In { field: f, .. }
+            | Filter::Between { field: f, .. }
+            | Filter::Like { field: f, .. } => f == field,
+            _ => false,
+        }
+    }
+
     /// The class of a comparison's literals (every literal of one comparison has the same).
     pub fn literal_class(&self) -> Class {
         match self {
@@ -507,4 +522,34 @@ pub struct Groups {
 pub struct Catalog {
     pub attributes: Vec<(String, Vec<String>)>,
     pub metrics: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_comparison_of_the_sort_field_implies_it_has_a_value() {
+        let loss = Field::Metric("loss".into(), MetricAgg::Last);
+        let below = |field: Field| Filter::Compare {
+            field,
+            op: Cmp::Lt,
+            value: Literal::Number(Number::Float(0.5)),
+        };
+        let p0 = Filter::Compare {
+            field: Field::Attr("params/p0".into()),
+            op: Cmp::Eq,
+            value: Literal::Str("v1".into()),
+        };
+        assert!(below(loss.clone()).implies_value_of(&loss));
+        assert!(Filter::And(vec![p0.clone(), below(loss.clone())]).implies_value_of(&loss));
+        assert!(Filter::Or(vec![below(loss.clone()), below(loss.clone())]).implies_value_of(&loss));
+        // Not when a run may pass without it, or another summary of the series is compared.
+        assert!(!Filter::Or(vec![p0.clone(), below(loss.clone())]).implies_value_of(&loss));
+        assert!(!Filter::Not(Box::new(below(loss.clone()))).implies_value_of(&loss));
+        assert!(!below(Field::Metric("loss".into(), MetricAgg::Min)).implies_value_of(&loss));
+        assert!(!Filter::Exists(loss.clone()).implies_value_of(&loss));
+        assert!(!Filter::Or(vec![]).implies_value_of(&loss));
+        assert!(p0.implies_value_of(&Field::Attr("params/p0".into())));
+    }
 }

@@ -294,6 +294,19 @@ impl ViewStore for SqliteViews {
         self.read(move |c| search::search(c, &search)).await
     }
 
+    async fn search_run_details(&self, search: RunSearch) -> Result<(SearchPage, Vec<RunDetail>), ViewError> {
+        // One trip to a blocking thread and one snapshot for the page and its runs.
+        self.read(move |c| {
+            let tx = c.unchecked_transaction()?;
+            let page = search::search(&tx, &search)?;
+            let ids: Vec<String> = page.runs.iter().map(|f| f.run.run.clone()).collect();
+            let details = read::get_runs(&tx, &search.project, &ids)?;
+            tx.finish()?;
+            Ok((page, details))
+        })
+        .await
+    }
+
     async fn group_runs(&self, grouping: RunGrouping) -> Result<Groups, ViewError> {
         self.read(move |c| search::group(c, &grouping)).await
     }

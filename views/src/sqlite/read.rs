@@ -104,6 +104,13 @@ pub(super) fn lineage(
     Ok(rows)
 }
 
+/// A text column, borrowed from the row.
+fn text<'r>(r: &'r Row<'_>, i: usize) -> Result<&'r str, ViewError> {
+    r.get_ref(i)?
+        .as_str()
+        .map_err(|e| ViewError::Corrupt(format!("column {i}: {e}")))
+}
+
 pub(super) fn get_run(c: &Connection, project: &str, run: &str) -> Result<Option<RunDetail>, ViewError> {
     Ok(get_runs(c, project, &[run.to_string()])?.pop())
 }
@@ -152,10 +159,10 @@ pub(super) fn get_runs(c: &Connection, project: &str, runs: &[String]) -> Result
         ))?;
         let mut rows = stmt.query(params![project, ids])?;
         while let Some(r) = rows.next()? {
-            let run: String = r.get(0)?;
-            let t: String = r.get(2)?;
-            let value = value_from_columns(&t, r.get(3)?, r.get(4)?, r.get(5)?)?;
-            if let Some(d) = details.get_mut(&run) {
+            // Rows come grouped by run: no key is allocated to find each one's run.
+            let (run, t) = (text(r, 0)?, text(r, 2)?);
+            let value = value_from_columns(t, r.get(3)?, r.get(4)?, r.get(5)?)?;
+            if let Some(d) = details.get_mut(run) {
                 d.attributes.push((r.get(1)?, value));
             }
         }
@@ -164,8 +171,7 @@ pub(super) fn get_runs(c: &Connection, project: &str, runs: &[String]) -> Result
         let mut stmt = c.prepare_cached(&format!("SELECT run, tag FROM tags WHERE {in_runs} ORDER BY run, tag"))?;
         let mut rows = stmt.query(params![project, ids])?;
         while let Some(r) = rows.next()? {
-            let run: String = r.get(0)?;
-            if let Some(d) = details.get_mut(&run) {
+            if let Some(d) = details.get_mut(text(r, 0)?) {
                 d.tags.push(r.get(1)?);
             }
         }
@@ -177,7 +183,7 @@ pub(super) fn get_runs(c: &Connection, project: &str, runs: &[String]) -> Result
         ))?;
         let mut rows = stmt.query(params![project, ids])?;
         while let Some(r) = rows.next()? {
-            let run: String = r.get(0)?;
+            let run = text(r, 0)?;
             let kind: String = r.get(2)?;
             let n_values: i64 = r.get(10)?;
             let sum: Option<f64> = r.get(9)?;
@@ -194,7 +200,7 @@ pub(super) fn get_runs(c: &Connection, project: &str, runs: &[String]) -> Result
                 last_time_ms: r.get(11)?,
                 kind,
             };
-            if let Some(d) = details.get_mut(&run) {
+            if let Some(d) = details.get_mut(run) {
                 d.series.push(summary);
             }
         }

@@ -374,7 +374,8 @@ pub(super) fn search(c: &Connection, s: &RunSearch) -> Result<SearchPage, ViewEr
         );
         run_page(c, q, &mut found)?;
     }
-    let some_lack_it = !matches!(&s.sort.field, Field::System(f) if !f.nullable());
+    let some_lack_it =
+        !matches!(&s.sort.field, Field::System(f) if !f.nullable()) && !s.filter.implies_value_of(&s.sort.field);
     if found.len() < s.limit && some_lack_it {
         let mut q = Query::new(&s.project);
         let has = has_sort_value(&mut q, &s.sort.field);
