@@ -138,6 +138,7 @@ impl From<LogError> for ApiError {
     fn from(e: LogError) -> Self {
         match e {
             LogError::Unavailable(_) | LogError::Closed => ApiError::unavailable(e.to_string(), 1),
+            LogError::TooLarge(m) => ApiError::too_large(m),
             _ => ApiError::unavailable(format!("{e}; nothing was acknowledged"), 1),
         }
     }
@@ -177,4 +178,22 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     de.end()
         .map_err(|e| ApiError::invalid("body", format!("unexpected data after the JSON value: {e}")))?;
     Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_errors_say_whether_a_retry_can_help() {
+        // Trouble with the log is worth retrying; a record the log can never take is not.
+        let down = ApiError::from(LogError::Unavailable("kafka append: timed out".into()));
+        assert_eq!(
+            (down.status, down.retry_after_s),
+            (StatusCode::SERVICE_UNAVAILABLE, Some(1))
+        );
+        let big = ApiError::from(LogError::TooLarge("send smaller batches".into()));
+        assert_eq!((big.status, big.retry_after_s), (StatusCode::PAYLOAD_TOO_LARGE, None));
+        assert_eq!(big.message, "send smaller batches");
+    }
 }

@@ -112,6 +112,12 @@ impl ClientContext for Quiet {
 
 impl ConsumerContext for Quiet {}
 
+fn too_large(bytes: usize) -> LogError {
+    LogError::TooLarge(format!(
+        "a run's events in this request take {bytes} bytes, past the log's limit of {MAX_RECORD_BYTES} bytes per run and request; send smaller batches"
+    ))
+}
+
 fn unavailable(what: &str, e: impl std::fmt::Display) -> LogError {
     LogError::Unavailable(format!("kafka {what}: {e}"))
 }
@@ -250,6 +256,14 @@ impl EventLog for KafkaLog {
     }
 
     async fn append(&self, records: Vec<AppendRecord>) -> Result<Vec<Position>, LogError> {
+        // Checked before anything is sent, so an append is refused whole: a record past the
+        // limit would fail at the producer however often it is retried.
+        if let Some(r) = records
+            .iter()
+            .find(|r| r.key.len() + r.payload.len() > MAX_RECORD_BYTES)
+        {
+            return Err(too_large(r.key.len() + r.payload.len()));
+        }
         let sends = records.iter().map(|r| {
             let partition = partition_for(&r.key, self.partitions);
             self.producer.send(
@@ -262,7 +276,13 @@ impl EventLog for KafkaLog {
         });
         let mut out = Vec::with_capacity(records.len());
         for result in futures::future::join_all(sends).await {
-            let d = result.map_err(|(e, _)| unavailable("append", e))?;
+            let d = result.map_err(|(e, _)| match e.rdkafka_error_code() {
+                // The broker's own limit may be lower than the producer's.
+                Some(RDKafkaErrorCode::MessageSizeTooLarge) => LogError::TooLarge(format!(
+                    "the broker refused a record as too large ({e}); send smaller batches"
+                )),
+                _ => unavailable("append", e),
+            })?;
             // A broker may acknowledge a retried send it already had (after a restart, say)
             // without its offset. The record is in the log, but its position is unknown, and a
             // position is what the caller waits on: fail, so the client sends again (its event

@@ -47,6 +47,9 @@ pub enum LogError {
     Unavailable(String),
     #[error("invalid log request: {0}")]
     Invalid(String),
+    /// A record the log can never take (nothing of the append was written).
+    #[error("{0}")]
+    TooLarge(String),
     #[error("log url {0:?} is not supported (expected sqlite://PATH or kafka://HOST:PORT)")]
     UnsupportedUrl(String),
     #[error("the log is shut down")]

@@ -232,6 +232,24 @@ async fn kafka_keeps_its_partition_count_and_topics_apart() {
     reopening_keeps_records_partitions_and_topics_apart(&broker.url("reopen")).await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn kafka_refuses_a_record_past_its_limit_and_appends_none_of_the_batch() {
+    let broker = runstream_testkit::Broker::start();
+    let log = Arc::new(KafkaLog::open(&broker.url("too-large"), "events", 2).await.unwrap());
+    log.append(vec![rec("run-a", b"first")]).await.unwrap();
+    let before = log.end_offsets().await.unwrap();
+    let huge = vec![7u8; 17 << 20];
+    let err = log
+        .append(vec![rec("run-a", b"small"), rec("run-b", &huge)])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, runstream_log::LogError::TooLarge(_)), "{err:?}");
+    assert!(err.to_string().contains("send smaller batches"), "{err}");
+    assert_eq!(log.end_offsets().await.unwrap(), before);
+    // The log goes on taking records of a fitting size.
+    log.append(vec![rec("run-b", b"fits")]).await.unwrap();
+}
+
 /// Waits until `m` holds `want` partitions (a group settles in seconds), returning them.
 async fn settle(m: &mut runstream_log::Membership, want: impl Fn(&[u32]) -> bool) -> Vec<u32> {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
