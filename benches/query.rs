@@ -1,4 +1,4 @@
-//! Query latency on the embedded default, through the HTTP API.
+//! Query latency on the embedded default (or the ClickHouse views), through the HTTP API.
 //!
 //! A generator writes 100,000 runs with 100 attributes each (40 float and 20 int parameters, 30
 //! string settings, 10 flags), two short metrics, a tag on some, a dataset version each, then one
@@ -14,8 +14,9 @@
 //! SQLite query, the least a tool must do to sort runs client-side.
 //!
 //! Run: `cargo bench --bench query` (`-- --runs N --points N` for a smaller set, `-- --series-only`
-//! for the series figures alone). The generated
-//! views are kept in target/query-bench and reused while the generator is unchanged.
+//! for the series figures alone, `-- --clickhouse` for the ClickHouse views in a server started
+//! for the run). The generated SQLite views are kept in target/query-bench and reused while the
+//! generator is unchanged.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -232,20 +233,40 @@ async fn main() {
     let views_path = dir.join("views.db");
     let stamp_path = dir.join("generated");
     let reuse = std::fs::read_to_string(&stamp_path).ok().as_deref() == Some(stamp.as_str());
-    if !reuse {
+    if !reuse && !args.iter().any(|a| a == "--clickhouse") {
         for ext in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(dir.join(format!("views.db{ext}")));
         }
         let _ = std::fs::remove_file(&stamp_path);
     }
-    let views: Arc<dyn ViewStore> = Arc::new(SqliteViews::open(&views_path).await.unwrap());
+    // `--clickhouse`: the same data and queries over the ClickHouse views, in a server started
+    // for the run (its data goes with it, so it is generated every time).
+    let clickhouse = args.iter().any(|a| a == "--clickhouse");
+    let (views, baseline): (Arc<dyn ViewStore>, Baseline) = if clickhouse {
+        let url = runstream_testkit::clickhouse_url("querybench");
+        let database = url.rsplit('/').next().unwrap().to_string();
+        let http = format!("http://127.0.0.1:{}", runstream_testkit::clickhouse().http_port);
+        eprintln!("views in ClickHouse: {url}");
+        (
+            runstream_views::open(&url).await.unwrap(),
+            Baseline::ClickHouse { http, database },
+        )
+    } else {
+        (
+            Arc::new(SqliteViews::open(&views_path).await.unwrap()),
+            Baseline::Sqlite(views_path.clone()),
+        )
+    };
+    let reuse = reuse && !clickhouse;
     if reuse {
         eprintln!("reusing the views generated in {}", dir.display());
     } else {
         eprintln!("generating {runs} runs x 100 attributes and a {points}-point series ...");
         let started = Instant::now();
         generate(views.as_ref(), runs, points).await;
-        std::fs::write(&stamp_path, &stamp).unwrap();
+        if !clickhouse {
+            std::fs::write(&stamp_path, &stamp).unwrap();
+        }
         eprintln!("generated in {:.0} s", started.elapsed().as_secs_f64());
     }
 
@@ -342,7 +363,7 @@ async fn main() {
     // `--series-only` skips the searches, their baseline and the grouping.
     let series_only = args.iter().any(|a| a == "--series-only");
     if !series_only {
-        search_figures(&b, &views_path, runs).await;
+        search_figures(&b, &baseline, runs).await;
     }
     let series = |path: &'static str, query: &'static str| {
         let url = format!(
@@ -392,30 +413,65 @@ async fn main() {
     }
 }
 
+/// The least a tool must do to sort runs client-side: read one attribute of every run with a
+/// plain query of the store, measured in the same run.
+enum Baseline {
+    Sqlite(PathBuf),
+    ClickHouse { http: String, database: String },
+}
+
+impl Baseline {
+    /// Reads `params/f12` of every run; the number of runs read.
+    async fn read(&self) -> usize {
+        match self {
+            Baseline::Sqlite(path) => {
+                let conn = rusqlite::Connection::open(path).unwrap();
+                let mut stmt = conn
+                    .prepare_cached("SELECT run, f FROM attributes WHERE project = ?1 AND path = 'params/f12'")
+                    .unwrap();
+                stmt.query_map([PROJECT], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<f64>>(1)?)))
+                    .unwrap()
+                    .count()
+            }
+            Baseline::ClickHouse { http, database } => {
+                let sql = format!(
+                    "SELECT run, f FROM {database}.g0_attributes WHERE project = '{PROJECT}' AND path = 'params/f12' FORMAT TSV"
+                );
+                let text = reqwest::Client::new()
+                    .post(http)
+                    .body(sql)
+                    .send()
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap();
+                text.lines().count()
+            }
+        }
+    }
+}
+
 /// The searches, their baseline and the ratio between them.
-async fn search_figures(b: &Bench, views_path: &std::path::Path, runs: usize) {
-    // The baseline: one attribute of every run, read with plain SQL.
-    let conn = rusqlite::Connection::open(views_path).unwrap();
+async fn search_figures(b: &Bench, baseline_source: &Baseline, runs: usize) {
     let mut base_times = Vec::new();
     // Seconds per sample at 100,000 runs: a few samples say enough.
     for i in 0..6 {
         let started = Instant::now();
-        let mut stmt = conn
-            .prepare_cached("SELECT run, f FROM attributes WHERE project = ?1 AND path = 'params/f12'")
-            .unwrap();
-        let n = stmt
-            .query_map([PROJECT], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<f64>>(1)?)))
-            .unwrap()
-            .count();
+        let n = baseline_source.read().await;
         assert_eq!(n, runs);
         if i >= 1 {
             base_times.push(started.elapsed());
         }
     }
     let (baseline, _) = median_p90(base_times);
+    let store = match baseline_source {
+        Baseline::Sqlite(_) => "plain SQLite",
+        Baseline::ClickHouse { .. } => "plain ClickHouse",
+    };
     println!(
         "{:<72} median {baseline:>7.2} ms",
-        format!("baseline: one attribute of all {runs} runs, plain SQLite")
+        format!("baseline: one attribute of all {runs} runs, {store}")
     );
 
     let columns = serde_json::json!([
@@ -468,10 +524,14 @@ async fn search_figures(b: &Bench, views_path: &std::path::Path, runs: usize) {
         medians.push(b.time(&what, SAMPLES, Some(30.0), b.search(body), full_page).await);
     }
     medians.sort_by(f64::total_cmp);
+    let median = medians[medians.len() / 2];
+    let ratio = if median <= baseline {
+        format!("{:.1}x faster than the baseline", baseline / median)
+    } else {
+        format!("{:.1}x slower than the baseline", median / baseline)
+    };
     println!(
-        "{:<72} median {:>7.2} ms  ({:.0}x faster than the baseline)",
-        "first page, median over the searches above",
-        medians[medians.len() / 2],
-        baseline / medians[medians.len() / 2]
+        "{:<72} median {median:>7.2} ms  ({ratio})",
+        "first page, median over the searches above"
     );
 }
