@@ -337,10 +337,10 @@ pub(crate) async fn search(State(st): State<MlflowState>, MlflowAuth(p): MlflowA
         .map(|t| parse_page_token(&t))
         .transpose()?;
     st.caught_up().await?;
-    let page = st
+    let (page, details) = st
         .ingest
         .views
-        .search_runs(RunSearch {
+        .search_run_details(RunSearch {
             project: ctx.key.clone(),
             filter: Filter::And(all),
             include_deleted: false,
@@ -350,10 +350,9 @@ pub(crate) async fn search(State(st): State<MlflowState>, MlflowAuth(p): MlflowA
             columns: Vec::new(),
         })
         .await?;
-    let ids: Vec<String> = page.runs.iter().map(|f| f.run.run.clone()).collect();
     let mut models = Vec::new();
-    for d in st.ingest.views.get_runs(&ctx.key, &ids).await? {
-        models.push(model_json(&st, &ctx, &d).await?);
+    for d in &details {
+        models.push(model_json(&st, &ctx, d).await?);
     }
     let mut answer = json!({ "models": models });
     if let Some(next) = &page.next {
