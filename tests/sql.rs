@@ -99,40 +99,7 @@ async fn views_answer_confined_to_the_callers_projects() {
     assert_eq!(v["rows"], json!([["b", 1]]));
 
     // Every documented view answers with its documented columns.
-    for (view, columns) in [
-        (
-            "runs",
-            "project run name experiment parent_run description owner state state_message created_ms updated_ms \
-             finished_ms heartbeat_ms duration_s deleted",
-        ),
-        ("attributes", "project run path type value"),
-        ("tags", "project run tag"),
-        (
-            "series",
-            "project run path kind count n_values min max mean first_step last_step last_value last_time_ms",
-        ),
-        (
-            "rollups",
-            "project run path level width bucket start_step count n_values min max mean first_step last_step \
-             last_value last_time_ms",
-        ),
-        ("lines", "project run path step time_ms line"),
-        ("files", "project run path step size sha256 media_type time_ms"),
-        ("lineage", "project run direction kind name version digest uri time_ms"),
-    ] {
-        let (st, v) = sql(&s, &viewer, json!({"sql": format!("SELECT * FROM {view}")})).await;
-        assert_eq!(st, 200, "{view}: {v}");
-        let columns: Vec<&str> = columns.split_whitespace().collect();
-        assert_eq!(v["columns"], json!(columns), "{view}");
-        let text = v["rows"].to_string();
-        assert!(
-            !text.contains("secret") && !text.contains("\"rb\""),
-            "{view} leaks b: {text}"
-        );
-        if view != "files" {
-            assert!(!v["rows"].as_array().expect("rows").is_empty(), "{view} is empty");
-        }
-    }
+    every_view_answers(&s, &viewer).await;
 
     // A question of the kind the views are for: mean of the last loss per optimizer note, with
     // the rollup of the first 64 steps.
@@ -180,16 +147,55 @@ async fn views_answer_confined_to_the_callers_projects() {
     assert_eq!(v["error"]["code"], "permission_denied");
 }
 
+/// Every documented view answers `viewer` with its documented columns, none of project b's rows,
+/// and rows (but for `files`, which the setup leaves empty).
+async fn every_view_answers(s: &Server, viewer: &str) {
+    for (view, columns) in [
+        (
+            "runs",
+            "project run name experiment parent_run description owner state state_message created_ms updated_ms \
+             finished_ms heartbeat_ms duration_s deleted",
+        ),
+        ("attributes", "project run path type value"),
+        ("tags", "project run tag"),
+        (
+            "series",
+            "project run path kind count n_values min max mean first_step last_step last_value last_time_ms",
+        ),
+        (
+            "rollups",
+            "project run path level width bucket start_step count n_values min max mean first_step last_step \
+             last_value last_time_ms",
+        ),
+        ("lines", "project run path step time_ms line"),
+        ("files", "project run path step size sha256 media_type time_ms"),
+        ("lineage", "project run direction kind name version digest uri time_ms"),
+    ] {
+        let (st, v) = sql(s, viewer, json!({"sql": format!("SELECT * FROM {view}")})).await;
+        assert_eq!(st, 200, "{view}: {v}");
+        let columns: Vec<&str> = columns.split_whitespace().collect();
+        assert_eq!(v["columns"], json!(columns), "{view}");
+        let text = v["rows"].to_string();
+        assert!(
+            !text.contains("secret") && !text.contains("\"rb\""),
+            "{view} leaks b: {text}"
+        );
+        if view != "files" {
+            assert!(!v["rows"].as_array().expect("rows").is_empty(), "{view} is empty");
+        }
+    }
+}
+
 /// What a hostile query must get: confined (200, none of project b's rows) or refused (400
 /// naming `sql`, its message holding the text given, at the position given if any).
 enum Expect {
     Confined,
     Refused(&'static str, Option<usize>),
 }
+use Expect::{Confined, Refused};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn hostile_queries_are_refused_or_confined() {
-    use Expect::{Confined, Refused};
     let dir = tempfile::tempdir().expect("tempdir");
     let s = Server::start(dir.path());
     let (position, viewer) = setup(&s).await;
@@ -383,10 +389,20 @@ async fn hostile_queries_are_refused_or_confined() {
         ),
     ];
     assert!(corpus.len() >= 30);
+    expect_all(&s, &viewer, &corpus).await;
+
+    // The views are still whole after the corpus.
+    let (st, v) = sql(&s, ADMIN_TOKEN, json!({"sql": "SELECT count(*) FROM runs"})).await;
+    assert_eq!((st, &v["rows"]), (200, &json!([[3]])), "{v}");
+}
+
+/// Sends each query of `corpus` with a 500 ms time limit and checks what it got; every miss is
+/// reported at once.
+async fn expect_all(s: &Server, viewer: &str, corpus: &[(String, Expect)]) {
     let mut problems = Vec::new();
-    for (q, expect) in &corpus {
+    for (q, expect) in corpus {
         let shown: String = q.chars().take(80).collect();
-        let (st, v) = sql(&s, &viewer, json!({"sql": q, "timeout_ms": 500})).await;
+        let (st, v) = sql(s, viewer, json!({"sql": q, "timeout_ms": 500})).await;
         let text = v.to_string();
         if text.contains("secret") || text.contains("\"rb\"") {
             problems.push(format!("{shown}: the answer holds project b's rows: {text}"));
@@ -411,10 +427,6 @@ async fn hostile_queries_are_refused_or_confined() {
         corpus.len(),
         problems.join("\n")
     );
-
-    // The views are still whole after the corpus.
-    let (st, v) = sql(&s, ADMIN_TOKEN, json!({"sql": "SELECT count(*) FROM runs"})).await;
-    assert_eq!((st, &v["rows"]), (200, &json!([[3]])), "{v}");
 }
 
 /// At most four analytics queries run at once: a fifth waits briefly, then gets a 503 with
@@ -458,4 +470,310 @@ async fn busy_analytics_queries_are_turned_away_with_retry_after() {
     }
     let (st, v) = sql(&s, ADMIN_TOKEN, json!({"sql": "SELECT 1"})).await;
     assert_eq!((st, &v["rows"]), (200, &json!([[1]])), "{v}");
+}
+
+/// The server on the ClickHouse views, from its own database on the test ClickHouse server.
+fn clickhouse_server(dir: &std::path::Path, name: &str) -> Server {
+    let views = runstream_testkit::clickhouse_url(name);
+    Server::start_role("serve", dir, &["--views", views.as_str()])
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn clickhouse_views_answer_confined_to_the_callers_projects() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = clickhouse_server(dir.path(), "sql_views");
+    let (position, viewer) = setup(&s).await;
+
+    let (st, v) = sql(
+        &s,
+        &viewer,
+        json!({"sql": "SELECT project, run, name, state FROM runs ORDER BY run", "min_position": position}),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["columns"], json!(["project", "run", "name", "state"]));
+    assert_eq!(
+        v["rows"],
+        json!([
+            ["a", "ra1", "name-ra1", "finished"],
+            ["a", "ra2", "name-ra2", "finished"]
+        ])
+    );
+    let q = "SELECT project, count() AS n FROM runs GROUP BY project ORDER BY project";
+    let (st, v) = sql(&s, ADMIN_TOKEN, json!({ "sql": q })).await;
+    assert_eq!((st, &v["rows"]), (200, &json!([["a", 2], ["b", 1]])), "{v}");
+    let (_, v) = sql(&s, ADMIN_TOKEN, json!({"sql": q, "projects": ["b"]})).await;
+    assert_eq!(v["rows"], json!([["b", 1]]));
+
+    // Every documented view answers with the columns it has on the embedded default.
+    every_view_answers(&s, &viewer).await;
+
+    // Values as the views hold them: the latest of each key, series summaries and rollups.
+    let (st, v) = sql(
+        &s,
+        &viewer,
+        json!({"sql": "SELECT a.value, s.last_value, s.mean, s.count
+                        FROM attributes AS a ALL INNER JOIN series AS s USING (project, run)
+                        WHERE a.path = 'params/note' AND s.path = 'loss' ORDER BY a.value"}),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["rows"], json!([["open-1", 1.0, 2.0, 3], ["open-2", 1.0, 2.0, 3]]));
+    let (st, v) = sql(
+        &s,
+        &viewer,
+        json!({"sql": "SELECT level, width, bucket, start_step, count, min, max FROM rollups
+                        WHERE run = 'ra1' AND path = 'loss' AND level < 2 ORDER BY level, bucket"}),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        v["rows"],
+        json!([
+            [0, 64, 0, 0, 2, 2.0, 3.0],
+            [0, 64, 1, 64, 1, 1.0, 1.0],
+            [1, 1024, 0, 0, 3, 1.0, 3.0]
+        ])
+    );
+    let (st, v) = sql(
+        &s,
+        &viewer,
+        json!({"sql": "SELECT run, groupArray(tag) AS tags, any(lineage.name) FROM tags
+                        ANY LEFT JOIN (SELECT run, name FROM lineage) AS lineage USING run
+                        GROUP BY run ORDER BY run"}),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        v["rows"],
+        json!([
+            ["ra1", "['tag-open-1']", "data-open-1"],
+            ["ra2", "['tag-open-2']", "data-open-2"]
+        ])
+    );
+
+    // Row limits cut the answer and say so.
+    let (st, v) = sql(
+        &s,
+        &viewer,
+        json!({"sql": "SELECT arrayJoin(range(50)) AS x", "max_rows": 10}),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["rows"].as_array().map(Vec::len), Some(10));
+    assert_eq!(v["truncated"], true);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn clickhouse_hostile_queries_are_refused_or_confined() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = clickhouse_server(dir.path(), "sql_hostile");
+    let (position, viewer) = setup(&s).await;
+    let (st, v) = sql(&s, &viewer, json!({"sql": "SELECT 1", "min_position": position})).await;
+    assert_eq!(st, 200, "{v}");
+
+    let long = format!("SELECT {}1", "1 + ".repeat(20_000));
+    let deep = format!("SELECT {}1{}", "(1 + ".repeat(1000), ")".repeat(1000));
+    let corpus: Vec<(String, Expect)> = vec![
+        // Other projects' rows through the views.
+        ("SELECT * FROM runs WHERE project = 'b'".into(), Confined),
+        ("SELECT * FROM runs WHERE run = 'rb' OR 1 = 1".into(), Confined),
+        ("SELECT * FROM attributes WHERE value LIKE 'secret%'".into(), Confined),
+        (
+            "SELECT * FROM runs UNION ALL SELECT * FROM runs WHERE project != 'a'".into(),
+            Confined,
+        ),
+        ("SELECT * FROM lineage WHERE name = 'data-secret-b'".into(), Confined),
+        (
+            "SELECT run FROM (SELECT * FROM runs) WHERE run IN (SELECT run FROM tags)".into(),
+            Confined,
+        ),
+        // An alias named after a view or a stored table names nothing to read.
+        ("SELECT 1 AS g0_runs, run AS runs FROM runs".into(), Confined),
+        // Comments and escaped quotes that hide text: what they hide is not run.
+        (
+            "SELECT run FROM runs -- UNION ALL SELECT run FROM g0_runs".into(),
+            Confined,
+        ),
+        (
+            "SELECT run FROM runs /* UNION ALL SELECT run FROM g0_runs */".into(),
+            Confined,
+        ),
+        ("SELECT 'x\\' FROM g0_runs --' AS t".into(), Confined),
+        // Stored tables behind the views, by any spelling.
+        (
+            "SELECT * FROM g0_runs".into(),
+            Refused("g0_runs cannot be read", Some(14)),
+        ),
+        (
+            "SELECT * FROM `g0_attributes`".into(),
+            Refused("g0_attributes cannot be read", Some(14)),
+        ),
+        (
+            "SELECT count() FROM g0_events".into(),
+            Refused("g0_events cannot be read", None),
+        ),
+        (
+            "SELECT * FROM g0_checkpoints".into(),
+            Refused("g0_checkpoints cannot be read", None),
+        ),
+        (
+            "SELECT run FROM runs UNION ALL SELECT run FROM g0_attributes".into(),
+            Refused("g0_attributes cannot be read", Some(47)),
+        ),
+        (
+            "SELECT * FROM runs WHERE project IN (SELECT project FROM g0_runs)".into(),
+            Refused("g0_runs cannot be read", None),
+        ),
+        (
+            "SELECT * FROM runs WHERE run IN g0_runs".into(),
+            Refused("IN must be followed", Some(29)),
+        ),
+        (
+            "SELECT 1 AS g0_series_keys FROM runs WHERE ('default/b', 'loss', 'float') IN (g0_series_keys)".into(),
+            Refused("IN (name) reads a table", None),
+        ),
+        (
+            "SELECT 1 AS g0_series_keys FROM runs WHERE in(('default/b', 'loss', 'float'), g0_series_keys)".into(),
+            Refused("in() cannot be called", None),
+        ),
+        (
+            "SELECT * FROM default.runs".into(),
+            Refused("default.runs cannot be read", Some(14)),
+        ),
+        (
+            "SELECT * FROM runs AS r ALL INNER JOIN g0_attributes USING (project, run)".into(),
+            Refused("g0_attributes cannot be read", None),
+        ),
+        // System tables and table functions.
+        (
+            "SELECT * FROM system.tables".into(),
+            Refused("system.tables cannot be read", Some(14)),
+        ),
+        (
+            "SELECT * FROM system.query_log".into(),
+            Refused("system.query_log cannot be read", None),
+        ),
+        (
+            "SELECT * FROM system.processes".into(),
+            Refused("system.processes cannot be read", None),
+        ),
+        (
+            "SELECT * FROM `system`.`one`".into(),
+            Refused("system.one cannot be read", None),
+        ),
+        (
+            "SELECT * FROM numbers(10)".into(),
+            Refused("table function numbers()", Some(14)),
+        ),
+        (
+            "SELECT * FROM file('/etc/passwd', 'TSV', 'x String')".into(),
+            Refused("table function file()", None),
+        ),
+        (
+            "SELECT * FROM url('http://127.0.0.1:1/', CSV, 'a String')".into(),
+            Refused("table function url()", None),
+        ),
+        (
+            "SELECT * FROM remote('127.0.0.1', system.one)".into(),
+            Refused("table function remote()", None),
+        ),
+        (
+            "SELECT * FROM merge(currentDatabase(), '.*')".into(),
+            Refused("table function merge()", None),
+        ),
+        (
+            "SELECT currentDatabase()".into(),
+            Refused("currentDatabase() is not allowed", Some(7)),
+        ),
+        (
+            "SELECT hasColumnInTable('default', 'g0_runs', 'run')".into(),
+            Refused("hasColumnInTable() is not allowed", None),
+        ),
+        (
+            "SELECT dictGetString('d', 'x', toUInt64(1))".into(),
+            Refused("dictGetString() is not allowed", None),
+        ),
+        (
+            "SELECT joinGet('g0_runs', 'name', 'rb')".into(),
+            Refused("joinGet() is not allowed", None),
+        ),
+        ("SELECT sleep(3)".into(), Refused("sleep() is not allowed", None)),
+        (
+            "SELECT system.one.dummy".into(),
+            Refused("system.one cannot be read", None),
+        ),
+        // Clauses that change the limits or where the answer goes.
+        (
+            "SELECT * FROM runs SETTINGS max_execution_time = 1000".into(),
+            Refused("SETTINGS is not allowed", Some(19)),
+        ),
+        (
+            "SELECT 1 AS readonly FROM runs SETTINGS readonly = 0".into(),
+            Refused("SETTINGS is not allowed", None),
+        ),
+        (
+            "SELECT * FROM runs FORMAT JSON".into(),
+            Refused("FORMAT is not allowed", None),
+        ),
+        (
+            "SELECT * FROM runs INTO OUTFILE 'x'".into(),
+            Refused("INTO is not allowed", None),
+        ),
+        // Statements that are not queries, alone or after one.
+        ("DROP TABLE g0_runs".into(), Refused("only queries", Some(0))),
+        (
+            "INSERT INTO runs (run) VALUES ('x')".into(),
+            Refused("only queries", Some(0)),
+        ),
+        (
+            "ALTER TABLE g0_runs DELETE WHERE 1".into(),
+            Refused("only queries", Some(0)),
+        ),
+        ("OPTIMIZE TABLE g0_runs FINAL".into(), Refused("only queries", Some(0))),
+        ("SET readonly = 0".into(), Refused("only queries", Some(0))),
+        ("SYSTEM SHUTDOWN".into(), Refused("only queries", Some(0))),
+        ("KILL QUERY WHERE 1".into(), Refused("only queries", Some(0))),
+        ("SHOW TABLES".into(), Refused("only queries", Some(0))),
+        ("DESCRIBE TABLE g0_runs".into(), Refused("only queries", Some(0))),
+        (
+            "SELECT 1; DROP TABLE g0_runs".into(),
+            Refused("second statement", Some(10)),
+        ),
+        (
+            "SELECT 1 /* ; */; DROP TABLE runs".into(),
+            Refused("second statement", Some(18)),
+        ),
+        // Text the server would read otherwise than a simple lexer.
+        ("SELECT 'x FROM g0_runs".into(), Refused("never closed", Some(7))),
+        ("SELECT /* /* */ 1 */ FROM g0_runs".into(), Refused("nested", Some(7))),
+        ("SELECT $$x$$".into(), Refused("'$' is not allowed", Some(7))),
+        ("SELECT {p:String}".into(), Refused("'{' is not allowed", Some(7))),
+        // Bad SQL: the server's message, at the caller's position.
+        ("SELECT run FROM runs WHERE".into(), Refused("syntax error", Some(26))),
+        (
+            "SELECT nosuch FROM runs".into(),
+            Refused("unknown name nosuch", Some(7)),
+        ),
+        // Very long, very deep, very large or very slow queries.
+        (long, Refused("bytes long", None)),
+        (deep, Refused("nested too deeply", Some(507))),
+        (
+            "SELECT sum(cityHash64(a, b)) FROM (SELECT arrayJoin(range(10000)) AS a) ARRAY JOIN range(10000) AS b"
+                .into(),
+            Refused("time limit of 500 ms", None),
+        ),
+        (
+            "SELECT sum(length(arrayMap(x -> toString(x), range(1000000)))) FROM \
+             (SELECT arrayJoin(range(1000)) AS a)"
+                .into(),
+            Refused("Memory limit", None),
+        ),
+    ];
+    assert!(corpus.len() >= 30);
+    expect_all(&s, &viewer, &corpus).await;
+
+    // The views are still whole after the corpus.
+    let (st, v) = sql(&s, ADMIN_TOKEN, json!({"sql": "SELECT count() FROM runs"})).await;
+    assert_eq!((st, &v["rows"]), (200, &json!([[3]])), "{v}");
 }

@@ -96,6 +96,26 @@ impl SqlRefusal {
     }
 }
 
+/// The refusal of a query stopped at its time limit.
+pub(crate) fn past_time_limit(timeout: Duration) -> SqlRefusal {
+    SqlRefusal::new(format!(
+        "the query ran past its time limit of {} ms; narrow it or raise timeout_ms",
+        timeout.as_millis()
+    ))
+}
+
+/// 64 bits no query can guess: the standard library's per-process random hash keys, over the
+/// time and a counter.
+pub(crate) fn secret() -> u64 {
+    use std::hash::BuildHasher;
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    std::collections::hash_map::RandomState::new().hash_one((n, t))
+}
+
 /// Checks that `sql` holds one statement, a query (`SELECT`, `WITH` or `VALUES`), that its
 /// comments and quotes are closed and that it is not too long. The lexical rules (quotes `'`,
 /// `"`, `` ` ``, `[...]`, comments `--` and `/* */`) are those SQLite and ClickHouse share.

@@ -22,6 +22,7 @@
 //! MergeTree engines, `argMax`, tuples in `IN`, `LIMIT n BY`. Identifiers come from the URL and
 //! are checked to be plain words; values reach the server through the client's escaping binds.
 
+mod analytics;
 mod read;
 mod search;
 mod write;
@@ -197,6 +198,83 @@ impl ClickHouseViews {
         Ok(views)
     }
 
+    /// Runs an analytics query (see [`analytics`]): checked and rewritten here, read-only and
+    /// bounded on the server, killed at the caller's deadline.
+    async fn analytics(&self, q: crate::sql::SqlQuery) -> Result<crate::sql::SqlAnswer, ViewError> {
+        use crate::sql::{MAX_ANSWER_BYTES, SqlRefusal, check_statement};
+        check_statement(&q.sql)?;
+        let keys: Vec<String> = q.projects.iter().map(|p| format!("{}/{p}", q.workspace)).collect();
+        let strip = q.workspace.len() + 1;
+        let rewritten = analytics::rewrite(&q.sql, |view| {
+            analytics::view_subquery(view, &self.prefix, &keys, strip)
+        })?;
+        let query_id = format!("runstream-sql-{:016x}", crate::sql::secret());
+        // The server's own limit is a backstop in whole seconds; the caller's deadline is kept here.
+        let server_secs = q.timeout.as_secs() + 2;
+        let mut request = self
+            .client
+            .query(&rewritten.sql)
+            .with_option("query_id", query_id.clone());
+        for (name, value) in [
+            ("readonly", "2".to_string()),
+            ("max_execution_time", server_secs.to_string()),
+            ("max_result_rows", (q.max_rows + 1).to_string()),
+            ("max_result_bytes", (2 * MAX_ANSWER_BYTES).to_string()),
+            ("result_overflow_mode", "break".to_string()),
+            ("max_memory_usage", "2000000000".to_string()),
+            ("max_ast_depth", "300".to_string()),
+            ("max_ast_elements", "100000".to_string()),
+            ("wait_end_of_query", "1".to_string()),
+        ] {
+            request = request.with_option(name, value);
+        }
+        let read = async {
+            let mut cursor = request.fetch_bytes("TabSeparatedWithNamesAndTypes")?;
+            let mut body = Vec::new();
+            while let Some(chunk) = cursor.next().await? {
+                body.extend_from_slice(&chunk);
+                if body.len() > 4 * MAX_ANSWER_BYTES {
+                    break;
+                }
+            }
+            Ok::<_, clickhouse::error::Error>(body)
+        };
+        let body = match tokio::time::timeout(q.timeout, read).await {
+            Ok(Ok(body)) => body,
+            Ok(Err(clickhouse::error::Error::BadResponse(raw))) => {
+                let code: Option<u32> = raw
+                    .strip_prefix("Code: ")
+                    .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+                    .and_then(|d| d.parse().ok());
+                return Err(match code {
+                    // TIMEOUT_EXCEEDED
+                    Some(159) => ViewError::Query(crate::sql::past_time_limit(q.timeout)),
+                    // The views' own tables or database missing, the server read-only: not the
+                    // query's fault.
+                    Some(60 | 81 | 164) | None => ViewError::Storage(format!("clickhouse: {raw}")),
+                    Some(_) => {
+                        let (message, position) = analytics::server_message(&raw, &rewritten);
+                        ViewError::Query(SqlRefusal { message, position })
+                    }
+                });
+            }
+            Ok(Err(e)) => return Err(storage(e)),
+            Err(_) => {
+                // Stop the server's work too; the answer no longer matters.
+                let kill = self
+                    .client
+                    .query("KILL QUERY WHERE query_id = ? ASYNC")
+                    .bind(query_id.as_str())
+                    .execute();
+                if let Err(e) = kill.await {
+                    tracing::warn!(error = %e, query_id, "could not kill an analytics query past its time limit");
+                }
+                return Err(crate::sql::past_time_limit(q.timeout).into());
+            }
+        };
+        analytics::parse_answer(&body, q.max_rows).map_err(|e| ViewError::Storage(format!("clickhouse answer: {e}")))
+    }
+
     fn table(&self, name: &str) -> String {
         format!("{}{name}", self.prefix)
     }
@@ -367,10 +445,8 @@ impl ViewStore for ClickHouseViews {
         read::events(self, project, run, after, limit).await
     }
 
-    async fn sql(&self, _query: sql::SqlQuery) -> Result<sql::SqlAnswer, ViewError> {
-        Err(ViewError::Storage(
-            "analytics SQL is not available on the ClickHouse views yet".into(),
-        ))
+    async fn sql(&self, query: sql::SqlQuery) -> Result<sql::SqlAnswer, ViewError> {
+        self.analytics(query).await
     }
 
     async fn dump(&self) -> Result<String, ViewError> {

@@ -21,7 +21,10 @@ use rusqlite::{Connection, ErrorCode, OpenFlags};
 
 use crate::ViewError;
 use crate::rollup::LEVELS;
-use crate::sql::{MAX_ANSWER_BYTES, MAX_SQL_BYTES, SqlAnswer, SqlQuery, SqlRefusal, SqlValue, VIEWS, check_statement};
+use crate::sql::{
+    MAX_ANSWER_BYTES, MAX_SQL_BYTES, SqlAnswer, SqlQuery, SqlRefusal, SqlValue, VIEWS, check_statement,
+    past_time_limit, secret,
+};
 
 /// Functions a query may call: SQLite's pure scalar, aggregate, window, date, math and JSON
 /// functions. Not `load_extension`, `sqlite_*`, `randomblob` or `zeroblob`, nor any a later
@@ -196,10 +199,7 @@ fn failure(e: rusqlite::Error, sql: &str, denied: &Mutex<Option<String>>, timeou
         return refuse(why);
     }
     match (&e, e.sqlite_error_code()) {
-        (_, Some(ErrorCode::OperationInterrupted)) => refuse(format!(
-            "the query ran past its time limit of {} ms; narrow it or raise timeout_ms",
-            timeout.as_millis()
-        )),
+        (_, Some(ErrorCode::OperationInterrupted)) => ViewError::Query(past_time_limit(timeout)),
         (rusqlite::Error::SqlInputError { msg, .. }, _) => refuse(msg.clone()),
         (
             rusqlite::Error::SqliteFailure(_, m),
@@ -213,18 +213,6 @@ fn failure(e: rusqlite::Error, sql: &str, denied: &Mutex<Option<String>>, timeou
         ) => refuse(m.clone().unwrap_or_else(|| e.to_string())),
         _ => ViewError::from(e),
     }
-}
-
-/// 64 bits no query can guess: the standard library's per-process random hash keys, over the
-/// time and a counter.
-fn secret() -> u64 {
-    use std::hash::BuildHasher;
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    std::collections::hash_map::RandomState::new().hash_one((n, t))
 }
 
 pub(super) fn run(path: &Path, q: &SqlQuery) -> Result<SqlAnswer, ViewError> {
