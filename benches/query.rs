@@ -15,8 +15,9 @@
 //!
 //! Run: `cargo bench --bench query` (`-- --runs N --points N` for a smaller set, `-- --series-only`
 //! for the series figures alone, `-- --clickhouse` for the ClickHouse views in a server started
-//! for the run). The generated SQLite views are kept in target/query-bench and reused while the
-//! generator is unchanged.
+//! for the run, or `-- --clickhouse-url clickhouse://HOST:PORT/DATABASE` for a server of one's
+//! own). The generated SQLite views are kept in target/query-bench and reused while the generator
+//! is unchanged; so are the views in a server of one's own.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -241,11 +242,17 @@ async fn main() {
     }
     // `--clickhouse`: the same data and queries over the ClickHouse views, in a server started
     // for the run (its data goes with it, so it is generated every time).
-    let clickhouse = args.iter().any(|a| a == "--clickhouse");
+    // `--clickhouse-url URL`: the views in a server of one's own, kept between runs and reused
+    // while the generator and the URL are unchanged.
+    let own_clickhouse = arg(&args, "--clickhouse-url");
+    let clickhouse = own_clickhouse.is_some() || args.iter().any(|a| a == "--clickhouse");
+    let clickhouse_stamp = dir.join("clickhouse-generated");
     let (views, baseline): (Arc<dyn ViewStore>, Baseline) = if clickhouse {
-        let url = runstream_testkit::clickhouse_url("querybench");
-        let database = url.rsplit('/').next().unwrap().to_string();
-        let http = format!("http://127.0.0.1:{}", runstream_testkit::clickhouse().http_port);
+        let url = own_clickhouse
+            .clone()
+            .unwrap_or_else(|| runstream_testkit::clickhouse_url("querybench"));
+        let parsed = runstream_views::ClickHouseUrl::parse(&url).unwrap();
+        let (database, http) = (parsed.database.clone(), parsed.http.clone());
         eprintln!("views in ClickHouse: {url}");
         (
             runstream_views::open(&url).await.unwrap(),
@@ -257,15 +264,23 @@ async fn main() {
             Baseline::Sqlite(views_path.clone()),
         )
     };
-    let reuse = reuse && !clickhouse;
+    let reuse = if clickhouse {
+        own_clickhouse
+            .as_ref()
+            .is_some_and(|url| std::fs::read_to_string(&clickhouse_stamp).ok() == Some(format!("{url}\n{stamp}")))
+    } else {
+        reuse
+    };
     if reuse {
         eprintln!("reusing the views generated in {}", dir.display());
     } else {
         eprintln!("generating {runs} runs x 100 attributes and a {points}-point series ...");
         let started = Instant::now();
         generate(views.as_ref(), runs, points).await;
-        if !clickhouse {
-            std::fs::write(&stamp_path, &stamp).unwrap();
+        match &own_clickhouse {
+            _ if !clickhouse => std::fs::write(&stamp_path, &stamp).unwrap(),
+            Some(url) => std::fs::write(&clickhouse_stamp, format!("{url}\n{stamp}")).unwrap(),
+            None => {}
         }
         eprintln!("generated in {:.0} s", started.elapsed().as_secs_f64());
     }

@@ -561,3 +561,57 @@ async fn sqlite_checkpoints_in_the_background() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// Views made by a build before the attributes had a copy keyed by path (schema version 1):
+/// opening them with this build fills the copy, and searches on attributes find what they did.
+#[tokio::test]
+async fn clickhouse_migration_fills_the_attributes_by_path() {
+    use runstream_views::search::*;
+    let url = support::clickhouse_url("migrate");
+    let store = ClickHouseViews::open(&url).await.unwrap();
+    store.apply(batch(0, vec![0], vec![1.0], 1)).await.unwrap();
+    let search = || RunSearch {
+        project: "w/p".into(),
+        filter: Filter::Compare {
+            field: Field::Attr("params/lr".into()),
+            op: Cmp::Gt,
+            value: Literal::Number(Number::Float(0.05)),
+        },
+        include_deleted: false,
+        sort: Sort {
+            field: Field::Attr("params/lr".into()),
+            descending: true,
+        },
+        after: None,
+        limit: 10,
+        columns: vec![Field::Attr("params/lr".into())],
+    };
+    let found = |page: SearchPage| -> Vec<(String, Option<Value>)> {
+        page.runs
+            .into_iter()
+            .map(|r| (r.run.run, r.columns.into_iter().next().flatten()))
+            .collect()
+    };
+    let expected = vec![("r1".to_string(), Some(Value::Float(0.1)))];
+    assert_eq!(found(store.search_runs(search()).await.unwrap()), expected);
+
+    // Back to version 1: no copy, the migration not recorded.
+    let u = ClickHouseUrl::parse(&url).unwrap();
+    let client = u.client().with_database(&u.database);
+    for sql in [
+        "DROP TABLE g0_attributes_by_path",
+        "DROP TABLE g0_migrations",
+        "CREATE TABLE g0_migrations (version UInt32) ENGINE = MergeTree ORDER BY version",
+        "INSERT INTO g0_migrations (version) VALUES (1)",
+    ] {
+        client.query(sql).execute().await.unwrap();
+    }
+    let reopened = ClickHouseViews::open(&url).await.unwrap();
+    assert_eq!(found(reopened.search_runs(search()).await.unwrap()), expected);
+    // Later writes reach both keyings.
+    reopened.apply(batch(1, vec![1], vec![2.0], 2)).await.unwrap();
+    assert_eq!(
+        found(reopened.search_runs(search()).await.unwrap()),
+        vec![("r1".to_string(), Some(Value::Float(0.2)))]
+    );
+}

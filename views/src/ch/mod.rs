@@ -39,59 +39,71 @@ use crate::*;
 
 /// Numbered migrations: index + 1 is the schema version they bring a generation of tables to.
 /// `{t}` stands for the generation's table prefix (database and generation name).
-const MIGRATIONS: &[&[&str]] = &[&[
-    "CREATE TABLE IF NOT EXISTS {t}checkpoints (partition UInt32, next_offset UInt64)
+const MIGRATIONS: &[&[&str]] = &[
+    &[
+        "CREATE TABLE IF NOT EXISTS {t}checkpoints (partition UInt32, next_offset UInt64)
      ENGINE = ReplacingMergeTree(next_offset) ORDER BY partition",
-    "CREATE TABLE IF NOT EXISTS {t}runs (
+        "CREATE TABLE IF NOT EXISTS {t}runs (
         project String, run String, name String, experiment String, parent_run Nullable(String),
         description String, owner String, state String, state_message String,
         created_ms Int64, updated_ms Int64, finished_ms Nullable(Int64), heartbeat_ms Nullable(Int64),
         deleted UInt8, created_seen UInt8, ver UInt64)
      ENGINE = ReplacingMergeTree(ver) ORDER BY (project, run)",
-    "CREATE TABLE IF NOT EXISTS {t}attributes (
+        "CREATE TABLE IF NOT EXISTS {t}attributes (
         project String, run String, path String, vtype String, i Int64, f Float64, s String,
         deleted UInt8, ver UInt64)
      ENGINE = ReplacingMergeTree(ver) ORDER BY (project, run, path)",
-    "CREATE TABLE IF NOT EXISTS {t}attribute_keys (project String, path String, vtype String)
+        "CREATE TABLE IF NOT EXISTS {t}attribute_keys (project String, path String, vtype String)
      ENGINE = ReplacingMergeTree ORDER BY (project, path, vtype)",
-    "CREATE TABLE IF NOT EXISTS {t}tags (project String, run String, tag String, present UInt8, ver UInt64)
+        "CREATE TABLE IF NOT EXISTS {t}tags (project String, run String, tag String, present UInt8, ver UInt64)
      ENGINE = ReplacingMergeTree(ver) ORDER BY (project, run, tag)",
-    "CREATE TABLE IF NOT EXISTS {t}series (
+        "CREATE TABLE IF NOT EXISTS {t}series (
         project String, run String, path String, kind String, count UInt64, n_values UInt64,
         min Float64, max Float64, sum Float64, first_step Int64, last_step Int64, last_value Float64,
         last_time_ms Int64, ver UInt64)
      ENGINE = ReplacingMergeTree(ver) ORDER BY (project, run, path, kind)",
-    "CREATE TABLE IF NOT EXISTS {t}series_keys (project String, path String, kind String)
+        "CREATE TABLE IF NOT EXISTS {t}series_keys (project String, path String, kind String)
      ENGINE = ReplacingMergeTree ORDER BY (project, path, kind)",
-    "CREATE TABLE IF NOT EXISTS {t}points (
+        "CREATE TABLE IF NOT EXISTS {t}points (
         project String, run String, path String, step Int64, time_ms Int64, value Float64, ver UInt64)
      ENGINE = ReplacingMergeTree(ver) ORDER BY (project, run, path, step)",
-    "CREATE TABLE IF NOT EXISTS {t}lines (
+        "CREATE TABLE IF NOT EXISTS {t}lines (
         project String, run String, path String, step Int64, time_ms Int64, line String, ver UInt64)
      ENGINE = ReplacingMergeTree(ver) ORDER BY (project, run, path, step)",
-    "CREATE TABLE IF NOT EXISTS {t}rollups (
+        "CREATE TABLE IF NOT EXISTS {t}rollups (
         project String, run String, path String, level UInt8, bucket Int64, count UInt64, n_values UInt64,
         min Float64, max Float64, sum Float64, first_step Int64, last_step Int64, last_value Float64,
         last_time_ms Int64, ver UInt64)
      ENGINE = ReplacingMergeTree(ver) ORDER BY (project, run, path, level, bucket)",
-    "CREATE TABLE IF NOT EXISTS {t}files (
+        "CREATE TABLE IF NOT EXISTS {t}files (
         project String, run String, path String, step Int64, blob_key String, size UInt64, sha256 String,
         media_type String, time_ms Int64, ver UInt64)
      ENGINE = ReplacingMergeTree(ver) ORDER BY (project, run, path, step)",
-    "CREATE TABLE IF NOT EXISTS {t}lineage (
+        "CREATE TABLE IF NOT EXISTS {t}lineage (
         project String, run String, direction String, kind String, name String, version String,
         digest String, uri String, time_ms Int64, ver UInt64)
      ENGINE = ReplacingMergeTree(ver) ORDER BY (project, run, direction, kind, name, version)",
-    "CREATE TABLE IF NOT EXISTS {t}lineage_by_artifact (
+        "CREATE TABLE IF NOT EXISTS {t}lineage_by_artifact (
         project String, kind String, name String, version String, run String, direction String, ver UInt64)
      ENGINE = ReplacingMergeTree(ver) ORDER BY (project, kind, name, version, run, direction)",
-    "CREATE TABLE IF NOT EXISTS {t}events (
+        "CREATE TABLE IF NOT EXISTS {t}events (
         id_hi UInt64, id_lo UInt64, project String, run String, partition UInt32, offset UInt64, seq UInt32,
         kind String)
      ENGINE = ReplacingMergeTree ORDER BY (project, run, partition, offset, seq)",
-    "CREATE TABLE IF NOT EXISTS {t}event_ids (id_hi UInt64, id_lo UInt64)
+        "CREATE TABLE IF NOT EXISTS {t}event_ids (id_hi UInt64, id_lo UInt64)
      ENGINE = ReplacingMergeTree ORDER BY (id_hi, id_lo)",
-]];
+    ],
+    &[
+        // The attributes again, keyed by path first: a search filters and sorts on one path of every
+        // run, which in `attributes` (keyed by run first) is a scan of all of the project's rows.
+        "CREATE TABLE IF NOT EXISTS {t}attributes_by_path (
+        project String, run String, path String, vtype String, i Int64, f Float64, s String,
+        deleted UInt8, ver UInt64)
+     ENGINE = ReplacingMergeTree(ver) ORDER BY (project, path, run)",
+        // Rows written again by a migration that is run twice carry the same versions: no change.
+        "INSERT INTO {t}attributes_by_path SELECT project, run, path, vtype, i, f, s, deleted, ver FROM {t}attributes",
+    ],
+];
 
 /// Where the views live: `clickhouse://[USER[:PASSWORD]@]HOST:PORT[/DATABASE][?generation=NAME]`,
 /// the HTTP port of the server. The database defaults to `runstream`; a generation names one set

@@ -237,11 +237,19 @@ async fn insert_all<'r, T: Row + RowWrite>(
     table: &str,
     rows: Vec<T::Value<'r>>,
 ) -> Result<(), ViewError> {
+    insert_rows::<T>(views, table, &rows).await
+}
+
+async fn insert_rows<'r, T: Row + RowWrite>(
+    views: &ClickHouseViews,
+    table: &str,
+    rows: &[T::Value<'r>],
+) -> Result<(), ViewError> {
     if rows.is_empty() {
         return Ok(());
     }
     let mut insert = views.client.insert::<T>(&views.table(table)).await.map_err(storage)?;
-    for row in &rows {
+    for row in rows {
         insert.write(row).await.map_err(storage)?;
     }
     insert.end().await.map_err(storage)
@@ -291,29 +299,28 @@ pub(super) async fn apply(views: &ClickHouseViews, batch: &RowBatch) -> Result<(
 
     write_runs(views, batch, ver).await?;
 
-    insert_all::<AttrRec>(
-        views,
-        "attributes",
-        batch
-            .attributes
-            .iter()
-            .map(|a| {
-                let (vtype, i, f, s) = a.value.as_ref().map_or(("", 0, 0.0, String::new()), value_columns);
-                AttrRec {
-                    project: a.project.clone(),
-                    run: a.run.clone(),
-                    path: a.path.clone(),
-                    vtype: vtype.to_string(),
-                    i,
-                    f,
-                    s,
-                    deleted: u8::from(a.value.is_none()),
-                    ver: ver.get(&a.project, &a.run),
-                }
-            })
-            .collect(),
-    )
-    .await?;
+    let attributes: Vec<AttrRec> = batch
+        .attributes
+        .iter()
+        .map(|a| {
+            let (vtype, i, f, s) = a.value.as_ref().map_or(("", 0, 0.0, String::new()), value_columns);
+            AttrRec {
+                project: a.project.clone(),
+                run: a.run.clone(),
+                path: a.path.clone(),
+                vtype: vtype.to_string(),
+                i,
+                f,
+                s,
+                deleted: u8::from(a.value.is_none()),
+                ver: ver.get(&a.project, &a.run),
+            }
+        })
+        .collect();
+    // Both keyings of the attributes (see the migrations); a crash between the two inserts is
+    // repaired by the replay, which writes both again.
+    insert_rows::<AttrRec>(views, "attributes", &attributes).await?;
+    insert_rows::<AttrRec>(views, "attributes_by_path", &attributes).await?;
     let mut keys: Vec<(&str, &str, &str)> = batch
         .attributes
         .iter()
