@@ -15,7 +15,7 @@ use crate::rollup::{self, Agg};
 use crate::search::Catalog;
 use crate::*;
 
-fn run_row(r: RunRec) -> RunRow {
+pub(super) fn run_row(r: RunRec) -> RunRow {
     RunRow {
         run: r.run,
         name: r.name,

@@ -18,8 +18,8 @@ use serde::Deserialize;
 
 use runstream_schema::Value;
 
-use super::read::value_of;
-use super::write::AttrRec;
+use super::read::{run_row, value_of};
+use super::write::{AttrRec, RunRec};
 use super::{ClickHouseViews, storage};
 use crate::search::*;
 use crate::*;
@@ -646,23 +646,6 @@ struct KeyRec {
     s: String,
 }
 
-#[derive(Row, Deserialize)]
-struct RunRec {
-    run: String,
-    name: String,
-    experiment: String,
-    parent_run: Option<String>,
-    description: String,
-    owner: String,
-    state: String,
-    state_message: String,
-    created_ms: i64,
-    updated_ms: i64,
-    finished_ms: Option<i64>,
-    heartbeat_ms: Option<i64>,
-    deleted: u8,
-}
-
 /// A search in two steps: the page's runs and sort values, from the few run columns the
 /// condition and the key read; then those runs whole and their columns, at once. Reading every
 /// column of every run to keep fifty took most of a search's time at 100,000 runs.
@@ -706,7 +689,10 @@ pub(super) async fn search(v: &ClickHouseViews, s: &RunSearch) -> Result<SearchP
 
     let runs: Vec<&str> = keys.iter().map(|k| k.run.as_str()).collect();
     let mut q = Sql::new();
-    q.push(&format!("SELECT {RUN_OUT} FROM "));
+    // As the run reads decode them: project, the columns, whether its creation was seen, version.
+    q.push("SELECT ")
+        .str(&s.project)
+        .push(&format!(", {RUN_OUT}, toUInt8(1), toUInt64(0) FROM "));
     runs_latest(&mut q, &s.project, None, Some(&runs));
     let rows = async { q.query(v).fetch_all::<RunRec>().await.map_err(storage) };
     let columns = futures::future::try_join_all(s.columns.iter().map(|col| column(v, &s.project, &runs, col)));
@@ -720,21 +706,7 @@ pub(super) async fn search(v: &ClickHouseViews, s: &RunSearch) -> Result<SearchP
             Some(FoundRun {
                 sort_value: sort_value(k.rank, k.int, k.f, k.i, k.s),
                 columns: values.iter_mut().map(|m| m.remove(&k.run)).collect(),
-                run: RunRow {
-                    run: r.run,
-                    name: r.name,
-                    experiment: r.experiment,
-                    parent_run: r.parent_run,
-                    description: r.description,
-                    owner: r.owner,
-                    state: r.state,
-                    state_message: r.state_message,
-                    created_ms: r.created_ms,
-                    updated_ms: r.updated_ms,
-                    finished_ms: r.finished_ms,
-                    heartbeat_ms: r.heartbeat_ms,
-                    deleted: r.deleted != 0,
-                },
+                run: run_row(r),
             })
         })
         .collect();
