@@ -106,6 +106,11 @@ impl Config {
         }
     }
 
+    /// The views URL given by flag or environment, if any.
+    pub fn views_url(&self) -> Option<&str> {
+        self.views_url.as_deref()
+    }
+
     /// The views to serve: the configured URL, or the current generation under DATA/views
     /// (the first one is created on first start).
     pub fn current_views_url(&self) -> anyhow::Result<String> {

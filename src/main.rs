@@ -59,6 +59,9 @@ async fn main() -> anyhow::Result<()> {
 
 async fn rebuild(cfg: Config) -> anyhow::Result<()> {
     let log = runstream_log::open(&cfg.log_url, "events", cfg.partitions).await?;
+    if let Some(url) = cfg.views_url().filter(|u| u.starts_with("clickhouse://")) {
+        return rebuild_clickhouse(log, url).await;
+    }
     let (generation, url) = cfg.next_views_generation()?;
     let started = std::time::Instant::now();
     let views = runstream_views::open(&url)
@@ -72,6 +75,35 @@ async fn rebuild(cfg: Config) -> anyhow::Result<()> {
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
         "rebuilt views generation {generation}: {events} events, {points} points in {secs:.2} s ({:.0} points/s)",
+        points as f64 / secs.max(1e-9)
+    );
+    Ok(())
+}
+
+/// Rebuilds ClickHouse views beside the generation being served: replays the log into a new
+/// generation of tables, and when it has caught up makes it current. Serving processes switch to it within
+/// a second; their projectors go on from its checkpoint, so what was appended during the replay
+/// reaches it too.
+async fn rebuild_clickhouse(log: std::sync::Arc<dyn runstream_log::EventLog>, url: &str) -> anyhow::Result<()> {
+    use runstream_views::generations;
+    let old = generations::current_of(url).await?;
+    let generation = generations::next(url).await?;
+    let pinned = generations::pinned_url(url, &generation);
+    let started = std::time::Instant::now();
+    let views = runstream_views::open(&pinned)
+        .await
+        .with_context(|| format!("opening {pinned}"))?;
+    // Catching up reads every partition itself, in no consumer group: the serving projectors
+    // keep theirs.
+    let projector = runstream_projector::Projector::new(log, views, Default::default());
+    projector.catch_up().await?;
+    generations::switch(url, &generation).await?;
+    let points = projector.stats.points.load(std::sync::atomic::Ordering::Relaxed);
+    let events = projector.stats.events.load(std::sync::atomic::Ordering::Relaxed);
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "rebuilt views generation {generation} (was {old}): {events} events, {points} points in {secs:.2} s \
+         ({:.0} points/s); the tables of {old} ({old}_*) can be dropped once no process serves them",
         points as f64 / secs.max(1e-9)
     );
     Ok(())

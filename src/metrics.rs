@@ -62,6 +62,8 @@ pub struct Metrics {
     pub projector: Option<Arc<ProjectorStats>>,
     /// The log and views whose distance is the projector's lag.
     pub lag: Option<(Arc<dyn EventLog>, Arc<dyn ViewStore>)>,
+    /// The generation of the ClickHouse views being served, where it can change.
+    pub generation: Option<tokio::sync::watch::Receiver<String>>,
     started: Instant,
 }
 
@@ -73,6 +75,7 @@ impl Metrics {
             ingest: None,
             projector: None,
             lag: None,
+            generation: None,
             started: Instant::now(),
         }
     }
@@ -109,6 +112,20 @@ impl Metrics {
                 );
                 h.render(&mut out, "runstream_http_request_duration_seconds", &labels);
             }
+        }
+        if let Some(g) = &self.generation {
+            family(
+                &mut out,
+                "runstream_views_generation_info",
+                "gauge",
+                "The generation of the views this process serves (1 on its label).",
+            );
+            let g = g.borrow().clone();
+            let _ = writeln!(
+                out,
+                "runstream_views_generation_info{{role=\"{role}\",generation=\"{}\"}} 1",
+                escape(&g)
+            );
         }
         let load = |v: &AtomicU64| v.load(Ordering::Relaxed);
         if let Some(s) = &self.ingest {

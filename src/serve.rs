@@ -4,15 +4,18 @@
 //! needs).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
 use axum::routing::get;
 use object_store::ObjectStore;
 use runstream_ingest::{IngestLimits, IngestState};
-use runstream_projector::{Projector, ProjectorConfig};
+use runstream_log::EventLog;
+use runstream_projector::{Projector, ProjectorConfig, ProjectorStats};
 use runstream_query::QueryState;
 use runstream_schema::{ProjectId, WorkspaceId};
+use runstream_views::ClickHouseViews;
 use runstream_views::registry::Registry;
 use tokio::sync::watch;
 
@@ -116,9 +119,22 @@ pub async fn serve(cfg: Config, roles: Roles) -> anyhow::Result<()> {
     runstream_ingest::load_registry(registry_log.as_ref(), &registry).await?;
 
     let views_url = cfg.current_views_url()?;
-    let views = runstream_views::open(&views_url)
-        .await
-        .with_context(|| format!("opening views {views_url}"))?;
+    // ClickHouse views named without a generation follow the current one, which `runstream
+    // rebuild` moves while this process serves.
+    let (views, generations): (Arc<dyn runstream_views::ViewStore>, _) = if views_url.starts_with("clickhouse://") {
+        let ch = Arc::new(
+            ClickHouseViews::open(&views_url)
+                .await
+                .with_context(|| format!("opening views {views_url}"))?,
+        );
+        let generations = ch.follow(GENERATION_POLL);
+        (ch, Some(generations))
+    } else {
+        let views = runstream_views::open(&views_url)
+            .await
+            .with_context(|| format!("opening views {views_url}"))?;
+        (views, None)
+    };
     let blobs = open_blobs(&cfg.blobs_url)?;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -130,12 +146,27 @@ pub async fn serve(cfg: Config, roles: Roles) -> anyhow::Result<()> {
             group: projector_group(&views_url),
             ..ProjectorConfig::default()
         };
-        let projector = Projector::new(log.clone(), views.clone(), config);
-        metrics.projector = Some(projector.stats.clone());
+        let stats = Arc::new(ProjectorStats::default());
+        metrics.projector = Some(stats.clone());
         metrics.lag = Some((log.clone(), views.clone()));
         let rx = shutdown_rx.clone();
-        tokio::spawn(async move { projector.run(rx).await })
+        match generations.clone() {
+            None => {
+                let mut projector = Projector::new(log.clone(), views.clone(), config);
+                projector.stats = stats;
+                tokio::spawn(async move { Ok(projector.run(rx).await?) })
+            }
+            Some(generations) => tokio::spawn(project_generations(
+                log.clone(),
+                views_url.clone(),
+                generations,
+                config,
+                stats,
+                rx,
+            )),
+        }
     });
+    metrics.generation = generations;
     let follower = tokio::spawn(registry_follow::follow(
         registry_log.clone(),
         registry.clone(),
@@ -213,6 +244,61 @@ pub async fn serve(cfg: Config, roles: Roles) -> anyhow::Result<()> {
     let _ = follower.await;
     eprintln!("runstream stopped");
     Ok(())
+}
+
+/// How often a process serving ClickHouse views looks for a switch of their generation.
+const GENERATION_POLL: Duration = Duration::from_secs(1);
+
+/// Projects into each generation of the ClickHouse views at `url` while it is current: the
+/// views of one generation, pinned, so that a flush under way when the generation changes goes
+/// to the tables its positions came from; then again from the next generation's checkpoint.
+async fn project_generations(
+    log: Arc<dyn EventLog>,
+    url: String,
+    mut generations: watch::Receiver<String>,
+    config: ProjectorConfig,
+    stats: Arc<ProjectorStats>,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    loop {
+        let generation = generations.borrow_and_update().clone();
+        let pinned = runstream_views::generations::pinned_url(&url, &generation);
+        let views: Arc<dyn runstream_views::ViewStore> = loop {
+            match ClickHouseViews::open(&pinned).await {
+                Ok(v) => break Arc::new(v),
+                Err(e) => {
+                    tracing::warn!(error = %e, generation, "cannot open the views to project into; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                    if *shutdown.borrow() {
+                        return Ok(());
+                    }
+                }
+            }
+        };
+        let mut projector = Projector::new(log.clone(), views, config.clone());
+        projector.stats = stats.clone();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut run = tokio::spawn(async move { projector.run(stop_rx).await });
+        tokio::select! {
+            result = &mut run => return Ok(result??),
+            _ = shutdown.changed() => {
+                let _ = stop_tx.send(true);
+                return Ok(run.await??);
+            }
+            changed = generations.changed() => {
+                // Finish the flush under way into the old generation, then start on the new one.
+                let _ = stop_tx.send(true);
+                run.await??;
+                if changed.is_err() {
+                    return Ok(());
+                }
+                tracing::info!(generation = %generations.borrow().as_str(), "projecting into the new generation of the views");
+            }
+        }
+    }
 }
 
 /// The consumer group of the projectors that fill the views at `views_url`: named after the

@@ -138,12 +138,33 @@ fn diff_lines(a: &str, b: &str) -> String {
     )
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn rebuild_reproduces_the_views() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::start(dir.path());
+/// What the workload wrote and what every read answered after it.
+struct Written {
+    pos: String,
+    before: BTreeMap<String, Value>,
+    files_before: [String; 2],
+}
+
+const MAIN: &str = "rb-main";
+
+fn run_url(r: &str) -> String {
+    format!("/api/v1/projects/{PROJECT}/runs/{r}")
+}
+
+async fn files(server: &Server) -> [String; 2] {
+    [
+        download_sha(server, &format!("{}/files/artifacts/notes.txt", run_url(MAIN))).await,
+        download_sha(server, &format!("{}/files/images/pred.png?step=3", run_url(MAIN))).await,
+    ]
+}
+
+/// Writes runs of every kind in several requests (and a client retry across a restart) to a
+/// server started with `flags`, checks that every read says what was logged, and returns the
+/// server with what it answered.
+async fn workload(dir: &std::path::Path, flags: &[&str]) -> (Server, Written) {
+    let mut server = Server::start_role("serve", dir, flags);
     let mut positions = Vec::new();
-    let (main, child, gone, back) = ("rb-main", "rb-child", "rb-deleted", "rb-restored");
+    let (main, child, gone, back) = (MAIN, "rb-child", "rb-deleted", "rb-restored");
     let loss = |s: i64| 1.0 / (1.0 + s as f64) + (s % 7) as f64 * 1e-3;
     let loss2 = |s: i64| match s {
         150 => f64::NAN,
@@ -264,7 +285,7 @@ async fn rebuild_reproduces_the_views() {
     // The same retry after a restart: ingest has forgotten the ids, so the events reach the log a
     // second time and the projector must skip them (and a rebuild must skip them the same way).
     server.stop();
-    let mut server = Server::start(dir.path());
+    let server = Server::start_role("serve", dir, flags);
     let (status, retry) = post_events(&server, PROJECT, &json!({ "events": last })).await;
     assert_eq!(status, 200, "{retry}");
     positions.push(retry["position"].as_str().unwrap().to_string());
@@ -272,7 +293,6 @@ async fn rebuild_reproduces_the_views() {
 
     // ---- capture every read, and check that it says what was logged ----
     let before = capture(&server, &pos).await;
-    let run_url = |r: &str| format!("/api/v1/projects/{PROJECT}/runs/{r}");
     let m = &before[&run_url(main)];
     assert_eq!(m["run"]["state"], json!("finished"));
     assert_eq!(m["run"]["state_message"], json!("ok"));
@@ -319,12 +339,67 @@ async fn rebuild_reproduces_the_views() {
     assert_eq!(before[&run_url(back)]["attributes"], json!({"note": "still here"}));
     let run_pages = before.keys().filter(|k| k.contains("/runs?limit=2")).count();
     assert_eq!(run_pages, 3, "four runs in pages of two, then an empty last page");
-    let files_before = [
-        download_sha(&server, &format!("{}/files/artifacts/notes.txt", run_url(main))).await,
-        download_sha(&server, &format!("{}/files/images/pred.png?step=3", run_url(main))).await,
-    ];
+    let files_before = files(&server).await;
     assert_eq!(files_before[0], hex::encode(Sha256::digest(&notes)));
     assert_eq!(files_before[1], hex::encode(Sha256::digest(&image)));
+    (
+        server,
+        Written {
+            pos,
+            before,
+            files_before,
+        },
+    )
+}
+
+/// Checks that two dumps hold rows of every table, the workload's counts, and are equal.
+fn same_dumps(dump1: &str, dump2: &str) {
+    let count = |d: &str, table: &str| d.lines().filter(|l| l.starts_with(&format!("{table}\t"))).count();
+    for table in [
+        "checkpoints",
+        "runs",
+        "attributes",
+        "tags",
+        "series",
+        "points",
+        "lines",
+        "rollups",
+        "files",
+        "lineage",
+        "events",
+    ] {
+        assert!(count(dump1, table) > 0, "the dump holds no {table} rows");
+    }
+    assert_eq!(count(dump1, "runs"), 4);
+    assert_eq!(count(dump1, "points"), 3000 + 500 + 100 + 50);
+    assert_eq!(count(dump1, "lines"), 50);
+    assert_eq!(count(dump1, "tags"), 1);
+    assert_eq!(count(dump1, "files"), 2);
+    assert!(
+        dump1 == dump2,
+        "the rebuilt views differ from the live ones:\n{}",
+        diff_lines(dump1, dump2)
+    );
+}
+
+/// Every read answers as it did before the rebuild.
+async fn same_answers(server: &Server, w: &Written) {
+    let after = capture(server, &w.pos).await;
+    assert_eq!(w.before.keys().collect::<Vec<_>>(), after.keys().collect::<Vec<_>>());
+    for (url, b) in &w.before {
+        assert!(
+            b == &after[url],
+            "{url} differs after the rebuild:\nbefore: {b}\nafter:  {}",
+            after[url]
+        );
+    }
+    assert_eq!(w.files_before, files(server).await);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rebuild_reproduces_the_views() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, written) = workload(dir.path(), &[]).await;
 
     // ---- stop, dump, rebuild, dump ----
     server.stop();
@@ -341,47 +416,90 @@ async fn rebuild_reproduces_the_views() {
         "rebuild switches to a new generation"
     );
     let dump2 = run_cli(&["dump"], dir.path());
-    let count = |d: &str, table: &str| d.lines().filter(|l| l.starts_with(&format!("{table}\t"))).count();
-    for table in [
-        "checkpoints",
-        "runs",
-        "attributes",
-        "tags",
-        "series",
-        "points",
-        "lines",
-        "rollups",
-        "files",
-        "lineage",
-        "events",
-    ] {
-        assert!(count(&dump1, table) > 0, "the dump holds no {table} rows");
-    }
-    assert_eq!(count(&dump1, "runs"), 4);
-    assert_eq!(count(&dump1, "points"), 3000 + 500 + 100 + 50);
-    assert_eq!(count(&dump1, "lines"), 50);
-    assert_eq!(count(&dump1, "tags"), 1);
-    assert_eq!(count(&dump1, "files"), 2);
-    assert!(
-        dump1 == dump2,
-        "the rebuilt views differ from the live ones:\n{}",
-        diff_lines(&dump1, &dump2)
-    );
+    same_dumps(&dump1, &dump2);
 
     // ---- restart on the rebuilt generation: every read answers as before ----
     let server = Server::start(dir.path());
-    let after = capture(&server, &pos).await;
-    assert_eq!(before.keys().collect::<Vec<_>>(), after.keys().collect::<Vec<_>>());
-    for (url, b) in &before {
+    same_answers(&server, &written).await;
+}
+
+/// The generation of the views a server reports serving, from its metrics.
+async fn served_generation(server: &Server) -> Option<String> {
+    let text = client()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("runstream_views_generation_info{"))?;
+    let at = line.find("generation=\"")? + "generation=\"".len();
+    Some(line[at..].split('"').next()?.to_string())
+}
+
+/// On ClickHouse, rebuild runs beside the generation being served: reads keep answering during
+/// it, the server moves to the new generation on its own, answers exactly as before, and what is
+/// written afterwards lands in the new generation.
+#[tokio::test(flavor = "multi_thread")]
+async fn clickhouse_rebuild_switches_the_server_while_it_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = runstream_testkit::clickhouse_url("rebuild");
+    let (server, written) = workload(dir.path(), &["--views", url.as_str()]).await;
+    assert_eq!(served_generation(&server).await.as_deref(), Some("g0"));
+    let dump1 = run_cli(&["dump", "--views", url.as_str()], dir.path());
+
+    let mut rebuild = std::process::Command::new(env!("CARGO_BIN_EXE_runstream"))
+        .args(["rebuild", "--views", url.as_str(), "--data"])
+        .arg(dir.path())
+        .env("RUNSTREAM_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start the rebuild");
+    let main = &written.before[&run_url(MAIN)];
+    let mut reads = 0;
+    let status = loop {
+        if let Some(status) = rebuild.try_wait().expect("rebuild status") {
+            break status;
+        }
+        let (st, now) = get_json(&server, &run_url(MAIN)).await;
+        assert_eq!((st, &now), (200, main), "a read during the rebuild");
+        reads += 1;
+    };
+    assert!(status.success(), "rebuild failed");
+    assert!(reads > 0);
+
+    let g1 = runstream_views::generations::pinned_url(&url, "g1");
+    same_dumps(&dump1, &run_cli(&["dump", "--views", g1.as_str()], dir.path()));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while served_generation(&server).await.as_deref() != Some("g1") {
         assert!(
-            b == &after[url],
-            "{url} differs after the rebuild:\nbefore: {b}\nafter:  {}",
-            after[url]
+            std::time::Instant::now() < deadline,
+            "the server still serves the old generation"
         );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    let files_after = [
-        download_sha(&server, &format!("{}/files/artifacts/notes.txt", run_url(main))).await,
-        download_sha(&server, &format!("{}/files/images/pred.png?step=3", run_url(main))).await,
-    ];
-    assert_eq!(files_before, files_after);
+    same_answers(&server, &written).await;
+
+    // The server's projector went on in the new generation.
+    let pos = post_ok(
+        &server,
+        vec![ev("rb-later", "run_created", json!({"name": "after the rebuild"}))],
+    )
+    .await;
+    let (st, later) = get_json(
+        &server,
+        &format!("{}?min_position={pos}&wait_ms=30000", run_url("rb-later")),
+    )
+    .await;
+    assert_eq!(
+        (st, &later["run"]["name"]),
+        (200, &json!("after the rebuild")),
+        "{later}"
+    );
+    let g0 = runstream_views::generations::pinned_url(&url, "g0");
+    assert!(run_cli(&["dump", "--views", g1.as_str()], dir.path()).contains("rb-later"));
+    assert!(!run_cli(&["dump", "--views", g0.as_str()], dir.path()).contains("rb-later"));
 }

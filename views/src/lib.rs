@@ -21,7 +21,7 @@ mod sqlite;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-pub use ch::{ClickHouseUrl, ClickHouseViews};
+pub use ch::{ClickHouseUrl, ClickHouseViews, generations};
 pub use rows::*;
 use search::{Catalog, Groups, RunGrouping, RunSearch, SearchPage};
 pub use sqlite::SqliteViews;

@@ -23,6 +23,7 @@
 //! are checked to be plain words; values reach the server through the client's escaping binds.
 
 mod analytics;
+pub mod generations;
 mod read;
 mod search;
 mod write;
@@ -107,14 +108,15 @@ const MIGRATIONS: &[&[&str]] = &[
 
 /// Where the views live: `clickhouse://[USER[:PASSWORD]@]HOST:PORT[/DATABASE][?generation=NAME]`,
 /// the HTTP port of the server. The database defaults to `runstream`; a generation names one set
-/// of tables in it (`runstream rebuild` writes a new one beside the one being served).
+/// of tables in it (`runstream rebuild` writes a new one beside the one being served). Without a
+/// generation the URL means the database's current one ([`generations`]), followed as it changes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClickHouseUrl {
     pub http: String,
     pub user: Option<String>,
     pub password: Option<String>,
     pub database: String,
-    pub generation: String,
+    pub generation: Option<String>,
 }
 
 impl ClickHouseUrl {
@@ -150,14 +152,17 @@ impl ClickHouseUrl {
             return Err(bad("no host"));
         }
         let database = if database.is_empty() { "runstream" } else { database };
-        let mut generation = "g0".to_string();
+        let mut generation = None;
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             match pair.split_once('=') {
-                Some(("generation", g)) => generation = g.to_string(),
+                Some(("generation", g)) => generation = Some(g.to_string()),
                 _ => return Err(bad(&format!("unknown option {pair:?} (expected generation=NAME)"))),
             }
         }
-        for (what, name) in [("database", database), ("generation", generation.as_str())] {
+        for (what, name) in [
+            ("database", database),
+            ("generation", generation.as_deref().unwrap_or("g0")),
+        ] {
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                 return Err(bad(&format!("{what} {name:?} must be letters, digits and _")));
             }
@@ -181,13 +186,17 @@ impl ClickHouseUrl {
 
 pub struct ClickHouseViews {
     client: Client,
-    /// `generation_`: what the names of this generation's tables start with.
-    prefix: String,
+    /// `generation_`: what the names of the served generation's tables start with. It changes
+    /// only for views that follow the current generation ([`ClickHouseViews::follow`]).
+    prefix: std::sync::RwLock<String>,
+    /// Whether the URL named the generation: such views never follow another.
+    pinned: bool,
     pub(crate) version: String,
 }
 
 impl ClickHouseViews {
-    /// Connects, creates the database and brings the generation's tables to this build's schema.
+    /// Connects, creates the database and brings the generation's tables (the URL's, else the
+    /// current one) to this build's schema.
     pub async fn open(url: &str) -> Result<Self, ViewError> {
         let u = ClickHouseUrl::parse(url)?;
         let client = u.client();
@@ -201,13 +210,29 @@ impl ClickHouseViews {
             .execute()
             .await
             .map_err(storage)?;
+        let client = client.with_database(&u.database);
+        let generation = match &u.generation {
+            Some(g) => g.clone(),
+            None => generations::current(&client).await?,
+        };
         let views = Self {
-            client: client.with_database(&u.database),
-            prefix: format!("{}_", u.generation),
+            client,
+            prefix: std::sync::RwLock::new(format!("{generation}_")),
+            pinned: u.generation.is_some(),
             version,
         };
         views.migrate().await?;
         Ok(views)
+    }
+
+    /// The generation whose tables these views read and write.
+    pub fn generation(&self) -> String {
+        let p = self.prefix();
+        p.strip_suffix('_').unwrap_or(&p).to_string()
+    }
+
+    fn prefix(&self) -> String {
+        self.prefix.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Runs an analytics query (see [`analytics`]): checked and rewritten here, read-only and
@@ -217,9 +242,8 @@ impl ClickHouseViews {
         check_statement(&q.sql)?;
         let keys: Vec<String> = q.projects.iter().map(|p| format!("{}/{p}", q.workspace)).collect();
         let strip = q.workspace.len() + 1;
-        let rewritten = analytics::rewrite(&q.sql, |view| {
-            analytics::view_subquery(view, &self.prefix, &keys, strip)
-        })?;
+        let prefix = self.prefix();
+        let rewritten = analytics::rewrite(&q.sql, |view| analytics::view_subquery(view, &prefix, &keys, strip))?;
         let query_id = format!("runstream-sql-{:016x}", crate::sql::secret());
         // The server's own limit is a backstop in whole seconds; the caller's deadline is kept here.
         let server_secs = q.timeout.as_secs() + 2;
@@ -288,12 +312,12 @@ impl ClickHouseViews {
     }
 
     fn table(&self, name: &str) -> String {
-        format!("{}{name}", self.prefix)
+        format!("{}{name}", self.prefix())
     }
 
     /// Runs `sql` with `{t}` standing for the table prefix.
     fn sql(&self, sql: &str) -> clickhouse::query::Query {
-        self.client.query(&sql.replace("{t}", &self.prefix))
+        self.client.query(&sql.replace("{t}", &self.prefix()))
     }
 
     async fn migrate(&self) -> Result<(), ViewError> {
@@ -474,8 +498,8 @@ mod tests {
     fn urls_name_server_database_and_generation() {
         let u = ClickHouseUrl::parse("clickhouse://ch:8123").unwrap();
         assert_eq!(
-            (u.http.as_str(), u.database.as_str(), u.generation.as_str()),
-            ("http://ch:8123", "runstream", "g0")
+            (u.http.as_str(), u.database.as_str(), u.generation.as_deref()),
+            ("http://ch:8123", "runstream", None)
         );
         let u = ClickHouseUrl::parse("clickhouse://me:secret@ch:8123/views?generation=g7").unwrap();
         assert_eq!(
@@ -483,9 +507,9 @@ mod tests {
                 u.user.as_deref(),
                 u.password.as_deref(),
                 u.database.as_str(),
-                u.generation.as_str()
+                u.generation.as_deref()
             ),
-            (Some("me"), Some("secret"), "views", "g7")
+            (Some("me"), Some("secret"), "views", Some("g7"))
         );
         for bad in [
             "clickhouse://",
