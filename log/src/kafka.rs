@@ -22,7 +22,7 @@ use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer, PurgeConfig};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use crate::{AppendRecord, EventLog, LogError, LogRecord, Membership, Position, partition_for};
@@ -122,6 +122,67 @@ fn unavailable(what: &str, e: impl std::fmt::Display) -> LogError {
     LogError::Unavailable(format!("kafka {what}: {e}"))
 }
 
+/// An idempotent producer that is acknowledged only once every in-sync replica has a record.
+fn new_producer(config: &ClientConfig) -> Result<FutureProducer<Quiet>, LogError> {
+    config
+        .clone()
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "2")
+        // One record per record batch. A record is already a whole request's events for a
+        // run, so little is lost, and some Kafka-protocol brokers (tansu 0.6) report the high
+        // watermark of a multi-record batch at its last record rather than past it, which
+        // would hide a partition's last record from readers until the next append.
+        .set("batch.num.messages", "1")
+        .set("message.max.bytes", MAX_RECORD_BYTES.to_string())
+        .set("message.timeout.ms", "30000")
+        .create_with_context(Quiet)
+        .map_err(|e| unavailable("producer", e))
+}
+
+/// The producer appends go through, replaced after a failed append. An idempotent producer
+/// whose records timed out (a broker away for longer than `message.timeout.ms`) must bump its
+/// epoch to go on, and a broker that cannot (tansu 0.6) fails every later record of that
+/// producer; a fresh producer gets a fresh id. Replacing it is safe: its outstanding records
+/// are purged first, so they are all reported failed (503, and the client sends them again with
+/// the same event ids, which the projector skips if the first copy did reach the log).
+struct Producers {
+    current: Mutex<Arc<FutureProducer<Quiet>>>,
+    /// An append failed since the producer was made; the next one replaces it.
+    failed: std::sync::atomic::AtomicBool,
+    replaced_at: Mutex<Instant>,
+}
+
+/// Producers are replaced at most this often, so a broker that is down is not hammered.
+const REPLACE_EVERY: Duration = Duration::from_secs(2);
+
+impl Producers {
+    fn producer(&self, config: &ClientConfig) -> Arc<FutureProducer<Quiet>> {
+        use std::sync::atomic::Ordering;
+        if self.failed.load(Ordering::Relaxed) {
+            let mut at = self.replaced_at.lock().expect("replaced_at");
+            if at.elapsed() >= REPLACE_EVERY && self.failed.swap(false, Ordering::Relaxed) {
+                match new_producer(config) {
+                    Ok(fresh) => {
+                        let old = std::mem::replace(&mut *self.current.lock().expect("producer"), Arc::new(fresh));
+                        *at = Instant::now();
+                        tracing::warn!("kafka: replacing the producer after a failed append");
+                        // Purging and closing block: off the async threads.
+                        tokio::task::spawn_blocking(move || {
+                            old.purge(PurgeConfig::default().queue().inflight());
+                        });
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "kafka: could not make a new producer");
+                        self.failed.store(true, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        self.current.lock().expect("producer").clone()
+    }
+}
+
 /// The offset the next record appended to `partition` will get.
 fn high_watermark(meta: &BaseConsumer<Quiet>, topic: &str, partition: u32) -> Result<u64, LogError> {
     meta.fetch_watermarks(topic, partition as i32, REQUEST_TIMEOUT)
@@ -138,7 +199,7 @@ struct Reader {
 pub struct KafkaLog {
     topic: String,
     partitions: u32,
-    producer: FutureProducer<Quiet>,
+    producers: Producers,
     config: ClientConfig,
     /// For watermarks and metadata.
     meta: Arc<BaseConsumer<Quiet>>,
@@ -157,20 +218,7 @@ impl KafkaLog {
         config
             .set("bootstrap.servers", &u.brokers)
             .set("socket.timeout.ms", "10000");
-        let producer: FutureProducer<Quiet> = config
-            .clone()
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "2")
-            // One record per record batch. A record is already a whole request's events for a
-            // run, so little is lost, and some Kafka-protocol brokers (tansu 0.6) report the high
-            // watermark of a multi-record batch at its last record rather than past it, which
-            // would hide a partition's last record from readers until the next append.
-            .set("batch.num.messages", "1")
-            .set("message.max.bytes", MAX_RECORD_BYTES.to_string())
-            .set("message.timeout.ms", "30000")
-            .create_with_context(Quiet)
-            .map_err(|e| unavailable("producer", e))?;
+        let producer = new_producer(&config)?;
         let admin: AdminClient<Quiet> = config
             .create_with_context(Quiet)
             .map_err(|e| unavailable("admin client", e))?;
@@ -218,7 +266,11 @@ impl KafkaLog {
         Ok(KafkaLog {
             topic,
             partitions,
-            producer,
+            producers: Producers {
+                current: Mutex::new(Arc::new(producer)),
+                failed: false.into(),
+                replaced_at: Mutex::new(Instant::now()),
+            },
             config,
             meta,
             readers: Arc::default(),
@@ -264,9 +316,10 @@ impl EventLog for KafkaLog {
         {
             return Err(too_large(r.key.len() + r.payload.len()));
         }
+        let producer = self.producers.producer(&self.config);
         let sends = records.iter().map(|r| {
             let partition = partition_for(&r.key, self.partitions);
-            self.producer.send(
+            producer.send(
                 FutureRecord::to(&self.topic)
                     .partition(partition as i32)
                     .key(&r.key)
@@ -281,7 +334,10 @@ impl EventLog for KafkaLog {
                 Some(RDKafkaErrorCode::MessageSizeTooLarge) => LogError::TooLarge(format!(
                     "the broker refused a record as too large ({e}); send smaller batches"
                 )),
-                _ => unavailable("append", e),
+                _ => {
+                    self.producers.failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                    unavailable("append", e)
+                }
             })?;
             // A broker may acknowledge a retried send it already had (after a restart, say)
             // without its offset. The record is in the log, but its position is unknown, and a

@@ -25,15 +25,9 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-#[allow(
-    clippy::zombie_processes,
-    reason = "the watchdog must outlive every test; it exits on its own when this process does"
-)]
-fn start() -> ClickHouse {
-    let bin = std::env::var("CLICKHOUSE_SERVER").unwrap_or_else(|_| "clickhouse-server".into());
-    let dir: PathBuf = std::env::temp_dir().join(format!("runstream-clickhouse-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (http_port, tcp_port) = (free_port(), free_port());
+/// Writes a server configuration for ports and a data folder under `dir`.
+fn write_config(dir: &std::path::Path, http_port: u16, tcp_port: u16) {
+    std::fs::create_dir_all(dir).unwrap();
     let d = dir.display();
     let config = format!(
         r#"<yandex>
@@ -51,11 +45,22 @@ fn start() -> ClickHouse {
 "#
     );
     std::fs::write(dir.join("config.xml"), config).unwrap();
-    // The watchdog outlives nothing: when this test process is gone it stops the server.
+}
+
+/// Starts a server on the configuration in `dir` under a watchdog shell that stops it when this
+/// test process is gone (and then removes `dir`), and waits until it answers. The server's pid is
+/// written to `dir/pid`.
+#[allow(
+    clippy::zombie_processes,
+    reason = "the watchdog must outlive every test; it exits on its own when this process does"
+)]
+fn launch(dir: &std::path::Path, http_port: u16) -> std::process::Child {
+    let bin = std::env::var("CLICKHOUSE_SERVER").unwrap_or_else(|_| "clickhouse-server".into());
+    let d = dir.display();
     let script = format!(
-        "{bin} --config-file={d}/config.xml >{d}/stdout.log 2>&1 & ch=$!; \
+        "{bin} --config-file={d}/config.xml >{d}/stdout.log 2>&1 & ch=$!; echo $ch > {d}/pid; \
          while kill -0 {me} 2>/dev/null && kill -0 $ch 2>/dev/null; do sleep 0.5; done; \
-         kill $ch 2>/dev/null; wait $ch; rm -rf {d}",
+         kill $ch 2>/dev/null; wait $ch; kill -0 {me} 2>/dev/null || rm -rf {d}",
         me = std::process::id()
     );
     let watchdog = Command::new("sh")
@@ -74,10 +79,7 @@ fn start() -> ClickHouse {
             let mut answer = String::new();
             let _ = s.read_to_string(&mut answer);
             if answer.contains("Ok.") {
-                return ClickHouse {
-                    http_port,
-                    _watchdog: std::sync::Mutex::new(watchdog),
-                };
+                return watchdog;
             }
         }
         if Instant::now() > deadline {
@@ -86,6 +88,76 @@ fn start() -> ClickHouse {
             panic!("clickhouse-server ({bin}) did not answer on port {http_port} within 60 s:\n{log}\n{err}");
         }
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn start() -> ClickHouse {
+    let dir: PathBuf = std::env::temp_dir().join(format!("runstream-clickhouse-{}", std::process::id()));
+    let (http_port, tcp_port) = (free_port(), free_port());
+    write_config(&dir, http_port, tcp_port);
+    let watchdog = launch(&dir, http_port);
+    ClickHouse {
+        http_port,
+        _watchdog: std::sync::Mutex::new(watchdog),
+    }
+}
+
+/// A ClickHouse server of one test's own, which the test can stop and start again on the same
+/// port and data (for outages); stopped when dropped.
+pub struct OwnClickHouse {
+    dir: PathBuf,
+    pub http_port: u16,
+    watchdog: Option<std::process::Child>,
+}
+
+impl OwnClickHouse {
+    pub fn start(name: &str) -> OwnClickHouse {
+        let dir = std::env::temp_dir().join(format!("runstream-clickhouse-{}-{name}", std::process::id()));
+        let (http_port, tcp_port) = (free_port(), free_port());
+        write_config(&dir, http_port, tcp_port);
+        let watchdog = Some(launch(&dir, http_port));
+        OwnClickHouse {
+            dir,
+            http_port,
+            watchdog,
+        }
+    }
+
+    /// A URL to `database` on this server.
+    pub fn url(&self, database: &str) -> String {
+        format!("clickhouse://127.0.0.1:{}/{database}", self.http_port)
+    }
+
+    /// Stops the server (SIGKILL, as a crash or a lost host) and waits until its port is closed.
+    pub fn stop(&mut self) {
+        if let Some(mut w) = self.watchdog.take() {
+            if let Ok(pid) = std::fs::read_to_string(self.dir.join("pid")) {
+                let _ = Command::new("kill").args(["-9", pid.trim()]).status();
+            }
+            let _ = w.wait();
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.http_port)).is_ok() {
+            assert!(
+                Instant::now() < deadline,
+                "clickhouse still listens on {}",
+                self.http_port
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts the server again on the same port and data.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.watchdog = Some(launch(&self.dir, self.http_port));
+    }
+}
+
+impl Drop for OwnClickHouse {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
