@@ -112,35 +112,60 @@ impl Sql {
     }
 }
 
-/// Each run column a query may read, as its latest value (nullable ones through a tuple, since
-/// `argMax` skips NULLs).
-const RUN_COLUMNS: [(&str, &str); 12] = [
-    ("r_name", "argMax(name, ver)"),
-    ("r_experiment", "argMax(experiment, ver)"),
-    ("r_parent", "tupleElement(argMax(tuple(parent_run), ver), 1)"),
-    ("r_description", "argMax(description, ver)"),
-    ("r_owner", "argMax(owner, ver)"),
-    ("r_state", "argMax(state, ver)"),
-    ("r_message", "argMax(state_message, ver)"),
-    ("r_created", "argMax(created_ms, ver)"),
-    ("r_updated", "argMax(updated_ms, ver)"),
-    ("r_finished", "tupleElement(argMax(tuple(finished_ms), ver), 1)"),
-    ("r_heartbeat", "tupleElement(argMax(tuple(heartbeat_ms), ver), 1)"),
-    ("r_deleted", "argMax(deleted, ver)"),
+/// Each run column a query may read: its name here, its stored column, and its latest value
+/// among a run's rows (nullable ones through a tuple, since `argMax` skips NULLs).
+const RUN_COLUMNS: [(&str, &str, &str); 12] = [
+    ("r_name", "name", "argMax(name, ver)"),
+    ("r_experiment", "experiment", "argMax(experiment, ver)"),
+    (
+        "r_parent",
+        "parent_run",
+        "tupleElement(argMax(tuple(parent_run), ver), 1)",
+    ),
+    ("r_description", "description", "argMax(description, ver)"),
+    ("r_owner", "owner", "argMax(owner, ver)"),
+    ("r_state", "state", "argMax(state, ver)"),
+    ("r_message", "state_message", "argMax(state_message, ver)"),
+    ("r_created", "created_ms", "argMax(created_ms, ver)"),
+    ("r_updated", "updated_ms", "argMax(updated_ms, ver)"),
+    (
+        "r_finished",
+        "finished_ms",
+        "tupleElement(argMax(tuple(finished_ms), ver), 1)",
+    ),
+    (
+        "r_heartbeat",
+        "heartbeat_ms",
+        "tupleElement(argMax(tuple(heartbeat_ms), ver), 1)",
+    ),
+    ("r_deleted", "deleted", "argMax(deleted, ver)"),
 ];
 
 /// The project's runs (of `runs` only, if given) at their latest versions: `run` and the
 /// `r_` columns named (every one if `None`).
+///
+/// All of a project's runs are read with `FINAL`, which merges their rows in key order as it
+/// reads (the table is keyed by project and run, so it keeps the latest version of each run,
+/// whole row, as `argMax` would): at 100,000 runs a third of the time of grouping by run. A few
+/// runs are grouped, which their key range makes cheap either way.
 fn runs_latest(q: &mut Sql, project: &str, columns: Option<&[&str]>, runs: Option<&[&str]>) {
     q.push("(SELECT run");
-    for (name, expr) in RUN_COLUMNS {
+    for (name, column, latest) in RUN_COLUMNS {
         if columns.is_none_or(|c| c.contains(&name)) {
+            let expr = if runs.is_some() { latest } else { column };
             q.push(&format!(", {expr} AS {name}"));
         }
     }
-    q.push(" FROM {t}runs WHERE project = ").str(project);
-    runs_in(q, runs);
-    q.push(" GROUP BY run)");
+    match runs {
+        None => {
+            q.push(" FROM {t}runs FINAL WHERE project = ").str(project).push(")");
+        }
+        Some(_) => {
+            q.push(" FROM {t}runs WHERE project = ").str(project);
+            runs_in(q, runs);
+            q.push(" GROUP BY run)");
+        }
+    }
 }
 
 /// The `r_` columns a search's condition and sort key read: a page of runs is found with
