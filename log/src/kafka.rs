@@ -472,14 +472,23 @@ impl EventLog for KafkaLog {
         let thread = std::thread::Builder::new()
             .name(format!("kafka-group-{group}"))
             .spawn(move || {
+                let mut errors = 0u64;
+                let mut logged = Instant::now() - Duration::from_secs(60);
                 while !thread_stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    // Polling drives the heartbeats and the rebalances.
+                    // Polling drives the heartbeats and the rebalances. Errors pile up in the
+                    // consumer's queue while the broker is away, one per poll: they are drained
+                    // at the pace they come (sleeping on each would leave the rebalance that
+                    // follows the broker's return minutes behind them), and logged at most every
+                    // 10 s.
                     match consumer.poll(Duration::from_millis(100)) {
                         None | Some(Ok(_)) => {}
                         Some(Err(e)) => {
-                            tracing::warn!(error = %e, "kafka group consumer");
-                            // A broker that is down fails every poll: do not log ten times a second.
-                            std::thread::sleep(Duration::from_secs(1));
+                            errors += 1;
+                            if logged.elapsed() >= Duration::from_secs(10) {
+                                tracing::warn!(error = %e, errors, "kafka group consumer");
+                                logged = Instant::now();
+                                errors = 0;
+                            }
                         }
                     }
                     let Ok(assignment) = consumer.assignment() else {

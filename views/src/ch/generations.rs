@@ -106,17 +106,29 @@ impl ClickHouseViews {
         }
         let weak: Weak<Self> = Arc::downgrade(self);
         tokio::spawn(async move {
+            // Whether the last read failed: a server that is away is reported once, not every
+            // poll.
+            let mut failing = false;
             loop {
                 tokio::time::sleep(interval).await;
                 let Some(views) = weak.upgrade() else { return };
                 match current(&views.client).await {
-                    Ok(g) if g != views.generation() => {
-                        tracing::info!(from = %views.generation(), to = %g, "serving another generation of the views");
-                        *views.prefix.write().unwrap_or_else(|e| e.into_inner()) = format!("{g}_");
-                        let _ = tx.send(g);
+                    Ok(g) => {
+                        if failing {
+                            tracing::info!("reading the current generation of the views again");
+                            failing = false;
+                        }
+                        if g != views.generation() {
+                            tracing::info!(from = %views.generation(), to = %g, "serving another generation of the views");
+                            *views.prefix.write().unwrap_or_else(|e| e.into_inner()) = format!("{g}_");
+                            let _ = tx.send(g);
+                        }
                     }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "could not read the current generation of the views"),
+                    Err(e) if !failing => {
+                        tracing::warn!(error = %e, "cannot read the current generation of the views; still serving the last one");
+                        failing = true;
+                    }
+                    Err(_) => {}
                 }
             }
         });
