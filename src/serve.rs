@@ -30,7 +30,43 @@ pub fn open_blobs(url: &str) -> anyhow::Result<Arc<dyn ObjectStore>> {
             .with_context(|| format!("opening blob folder {path}"))?;
         return Ok(Arc::new(store));
     }
-    anyhow::bail!("blob store url {url:?} is not supported (expected file://PATH)")
+    if let Some(rest) = url.strip_prefix("s3://") {
+        return open_s3(url, rest);
+    }
+    anyhow::bail!("blob store url {url:?} is not supported (expected file://PATH or s3://BUCKET[/PREFIX])")
+}
+
+/// `s3://BUCKET[/PREFIX][?endpoint=URL&region=NAME]`: an S3 bucket, or any store speaking S3's
+/// API at `endpoint` (path-style requests; plain HTTP allowed for an `http://` endpoint).
+/// Credentials and the defaults of the other settings come from the usual environment
+/// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION`,
+/// `AWS_ENDPOINT`).
+fn open_s3(url: &str, rest: &str) -> anyhow::Result<Arc<dyn ObjectStore>> {
+    use object_store::aws::AmazonS3Builder;
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let (bucket, prefix) = path.split_once('/').unwrap_or((path, ""));
+    if bucket.is_empty() {
+        anyhow::bail!("blob store url {url:?} names no bucket (expected s3://BUCKET[/PREFIX])");
+    }
+    let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("endpoint", e)) => {
+                builder = builder.with_endpoint(e).with_allow_http(e.starts_with("http://"));
+            }
+            Some(("region", r)) => builder = builder.with_region(r),
+            _ => {
+                anyhow::bail!("blob store url {url:?}: unknown option {pair:?} (expected endpoint=URL or region=NAME)")
+            }
+        }
+    }
+    let store = builder.build().with_context(|| format!("opening blob store {url}"))?;
+    let prefix = prefix.trim_matches('/');
+    Ok(if prefix.is_empty() {
+        Arc::new(store)
+    } else {
+        Arc::new(object_store::prefix::PrefixStore::new(store, prefix))
+    })
 }
 
 /// Which roles a process runs.

@@ -178,6 +178,62 @@ pub fn clickhouse_url(name: &str) -> String {
     )
 }
 
+/// Starts `program` with `args` under a watchdog shell that kills it (SIGKILL) once this test
+/// process is gone, in `cwd`; the returned child is the shell.
+#[allow(
+    clippy::zombie_processes,
+    reason = "the watchdog ends on its own when this process does; stop_watched waits for it"
+)]
+fn watched(program: &std::path::Path, args: &[&str], cwd: &std::path::Path, what: &str) -> std::process::Child {
+    let script = format!(
+        "\"$0\" \"$@\" >/dev/null 2>&1 & p=$!; \
+         while kill -0 {me} 2>/dev/null && kill -0 $p 2>/dev/null; do sleep 0.5; done; kill -9 $p 2>/dev/null",
+        me = std::process::id()
+    );
+    Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .arg(program)
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("sh starts the {what} watchdog: {e}"))
+}
+
+/// Kills a program started by [`watched`] (SIGKILL, as a crash), then its watchdog.
+fn stop_watched(mut child: std::process::Child) {
+    let _ = Command::new("sh")
+        .arg("-c")
+        .arg(format!("pkill -9 -P {} 2>/dev/null", child.id()))
+        .status();
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Waits until `port` accepts connections (`open`) or refuses them.
+fn wait_for_port(port: u16, open: bool, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() != open {
+        let state = if open { "did not listen" } else { "still listens" };
+        assert!(Instant::now() < deadline, "{what} {state} on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A binary named by `$var`, else found on the PATH or in ~/.cargo/bin.
+fn find_bin(var: &str, name: &str) -> Option<PathBuf> {
+    std::env::var_os(var).map(PathBuf::from).or_else(|| {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        std::env::split_paths(&path)
+            .chain(std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo/bin")))
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
 /// A real Kafka-protocol broker (tansu) started on a free port, in memory or (for tests that
 /// restart it) in a SQLite file under a folder; stopped when dropped, and by a watchdog shell
 /// if the test process dies first. `TANSU_BIN` names the binary, else `tansu` on the PATH or in
@@ -190,19 +246,10 @@ pub struct Broker {
 }
 
 fn tansu_bin() -> PathBuf {
-    std::env::var_os("TANSU_BIN")
-        .map(PathBuf::from)
-        .or_else(|| {
-            let path = std::env::var_os("PATH").unwrap_or_default();
-            std::env::split_paths(&path)
-                .chain(std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo/bin")))
-                .map(|d| d.join("tansu"))
-                .find(|p| p.is_file())
-        })
-        .expect(
-            "the Kafka tests need the tansu broker (scripts/install-test-services installs it): \
-             cargo install tansu --locked --version 0.6.0 --features dynostore,libsql",
-        )
+    find_bin("TANSU_BIN", "tansu").expect(
+        "the Kafka tests need the tansu broker (scripts/install-test-services installs it): \
+         cargo install tansu --locked --version 0.6.0 --features dynostore,libsql",
+    )
 }
 
 impl Broker {
@@ -236,46 +283,25 @@ impl Broker {
             Some(d) => ("sqlite://broker.db".to_string(), d.clone()),
             None => ("memory://tansu/".to_string(), std::env::temp_dir()),
         };
-        let script = format!(
-            "\"$0\" broker --listener-url {url} --advertised-listener-url {url} --storage-engine {storage} \
-             >/dev/null 2>&1 & b=$!; \
-             while kill -0 {me} 2>/dev/null && kill -0 $b 2>/dev/null; do sleep 0.5; done; kill -9 $b 2>/dev/null",
-            me = std::process::id()
-        );
-        let child = Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .arg(tansu_bin())
-            .current_dir(cwd)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("sh starts the tansu watchdog");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "tansu did not listen on {}", self.port);
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let args = [
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+            "--storage-engine",
+            &storage,
+        ];
+        self.child = Some(watched(&tansu_bin(), &args, &cwd, "tansu"));
+        wait_for_port(self.port, true, "tansu");
     }
 
     /// Kills the broker (SIGKILL, as a crash) and waits until its port is free.
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            // The broker is the watchdog's child: kill it, then the watchdog.
-            let _ = Command::new("sh")
-                .arg("-c")
-                .arg(format!("pkill -9 -P {} 2>/dev/null", c.id()))
-                .status();
-            let _ = c.kill();
-            let _ = c.wait();
+        if let Some(c) = self.child.take() {
+            stop_watched(c);
         }
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-            assert!(Instant::now() < deadline, "tansu still listens on {}", self.port);
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for_port(self.port, false, "tansu");
     }
 
     /// Starts the broker again on the same port (and, if persistent, the same storage).
@@ -293,5 +319,95 @@ impl Broker {
 impl Drop for Broker {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// An S3-compatible server: s3s-fs, S3's API over a folder (one subfolder per bucket), started
+/// on a free port with fixed credentials ([`S3::env`]) and stopped when dropped. `S3S_FS_BIN`
+/// names the binary, else `s3s-fs` on the PATH or in ~/.cargo/bin.
+pub struct S3 {
+    child: Option<std::process::Child>,
+    pub port: u16,
+    root: tempfile::TempDir,
+}
+
+impl S3 {
+    pub const ACCESS_KEY: &'static str = "runstream-test";
+    pub const SECRET_KEY: &'static str = "runstream-test-secret";
+
+    /// Starts a server holding the (empty) `buckets`.
+    pub fn start(buckets: &[&str]) -> S3 {
+        let root = tempfile::tempdir().expect("tempdir");
+        for b in buckets {
+            std::fs::create_dir_all(root.path().join(b)).unwrap();
+        }
+        let mut s = S3 {
+            child: None,
+            port: free_port(),
+            root,
+        };
+        s.launch();
+        s
+    }
+
+    fn launch(&mut self) {
+        let bin = find_bin("S3S_FS_BIN", "s3s-fs").expect(
+            "the S3 blob store's tests need s3s-fs (scripts/install-test-services installs it): \
+             cargo install s3s-fs --locked --version 0.14.1 --features binary",
+        );
+        let port = self.port.to_string();
+        let root = self.root.path().to_string_lossy().to_string();
+        let args = [
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--access-key",
+            Self::ACCESS_KEY,
+            "--secret-key",
+            Self::SECRET_KEY,
+            &root,
+        ];
+        self.child = Some(watched(&bin, &args, self.root.path(), "s3s-fs"));
+        wait_for_port(self.port, true, "s3s-fs");
+    }
+
+    /// Stops the server (SIGKILL) and waits until its port is closed.
+    pub fn stop(&mut self) {
+        if let Some(c) = self.child.take() {
+            stop_watched(c);
+        }
+        wait_for_port(self.port, false, "s3s-fs");
+    }
+
+    /// Starts the server again on the same port and folder.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.launch();
+    }
+
+    /// A blob store URL for objects under `prefix` of `bucket`.
+    pub fn url(&self, bucket: &str, prefix: &str) -> String {
+        format!("s3://{bucket}/{prefix}?endpoint=http://127.0.0.1:{}", self.port)
+    }
+
+    /// The environment a client needs: the credentials and a region.
+    pub fn env() -> [(&'static str, &'static str); 3] {
+        [
+            ("AWS_ACCESS_KEY_ID", Self::ACCESS_KEY),
+            ("AWS_SECRET_ACCESS_KEY", Self::SECRET_KEY),
+            ("AWS_REGION", "us-east-1"),
+        ]
+    }
+
+    /// Where the server keeps an object, for checking what reached it.
+    pub fn object_file(&self, bucket: &str, key: &str) -> PathBuf {
+        self.root.path().join(bucket).join(key)
+    }
+}
+
+impl Drop for S3 {
+    fn drop(&mut self) {
+        self.stop();
     }
 }

@@ -25,11 +25,17 @@ impl Server {
     /// Starts `runstream ROLE` (`serve`, `ingest`, `project`, `query`) on a fresh port with
     /// `data` as its data folder and more flags.
     pub fn start_role(role: &str, data: &Path, flags: &[&str]) -> Server {
+        Server::start_with_env(role, data, flags, &[])
+    }
+
+    /// As [`Server::start_role`], with more environment variables.
+    pub fn start_with_env(role: &str, data: &Path, flags: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_runstream"))
             .args([role, "--listen", "127.0.0.1:0"])
             .args(flags)
             .arg("--data")
             .arg(data)
+            .envs(env.iter().copied())
             .env("RUNSTREAM_ADMIN_TOKEN", ADMIN_TOKEN)
             .env(
                 "RUNSTREAM_LOG",
