@@ -194,7 +194,13 @@ struct Reader {
     consumer: BaseConsumer<Quiet>,
     /// The offset the consumer's next message will have.
     next: u64,
+    /// When it last delivered.
+    used: Instant,
 }
+
+/// A reader unused this long is closed: its partition went to another projector in a
+/// rebalance, or has had nothing new to read. A consumer holds connections and a fetch thread.
+const READER_IDLE: Duration = Duration::from_secs(120);
 
 pub struct KafkaLog {
     topic: String,
@@ -204,6 +210,8 @@ pub struct KafkaLog {
     /// For watermarks and metadata.
     meta: Arc<BaseConsumer<Quiet>>,
     readers: Arc<Mutex<HashMap<u32, Reader>>>,
+    /// How long a reader may sit unused ([`READER_IDLE`]).
+    reader_idle: Duration,
 }
 
 impl KafkaLog {
@@ -274,6 +282,7 @@ impl KafkaLog {
             config,
             meta,
             readers: Arc::default(),
+            reader_idle: READER_IDLE,
         })
     }
 
@@ -297,7 +306,11 @@ impl KafkaLog {
         consumer
             .assign(&tpl)
             .map_err(|e| unavailable("assigning a partition", e))?;
-        Ok(Reader { consumer, next: from })
+        Ok(Reader {
+            consumer,
+            next: from,
+            used: Instant::now(),
+        })
     }
 }
 
@@ -367,11 +380,24 @@ impl EventLog for KafkaLog {
         let end = tokio::task::spawn_blocking(move || high_watermark(&meta, &topic, partition))
             .await
             .map_err(|e| LogError::Storage(e.to_string()))??;
+        let readers = self.readers.clone();
+        let idle: Vec<Reader> = {
+            let mut map = readers.lock().expect("readers");
+            let old: Vec<u32> = map
+                .iter()
+                .filter(|(_, r)| r.used.elapsed() > self.reader_idle)
+                .map(|(p, _)| *p)
+                .collect();
+            old.iter().filter_map(|p| map.remove(p)).collect()
+        };
+        if !idle.is_empty() {
+            // Closing a consumer blocks.
+            tokio::task::spawn_blocking(move || drop(idle));
+        }
         let until = end.min(from.saturating_add(max_records as u64));
         if from >= until {
             return Ok(Vec::new());
         }
-        let readers = self.readers.clone();
         let reader = readers.lock().expect("readers").remove(&partition);
         // A reader elsewhere in the partition is replaced; closing a consumer blocks, so the
         // old one is dropped on the blocking pool below, not here.
@@ -414,6 +440,7 @@ impl EventLog for KafkaLog {
                     }
                 }
             }
+            reader.used = Instant::now();
             let displaced = readers.lock().expect("readers").insert(partition, reader);
             drop(displaced);
             Ok(out)
@@ -533,6 +560,44 @@ impl Drop for GroupSession {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn readers_left_unused_are_closed() {
+        let broker = runstream_testkit::Broker::start();
+        let mut log = KafkaLog::open(&broker.url("idle"), "events", 2).await.unwrap();
+        log.reader_idle = Duration::from_millis(300);
+        // A record in each partition, each read once: a reader per partition.
+        let key_of = |p: u32| {
+            (0..)
+                .map(|i| format!("run-{i}"))
+                .find(|k| partition_for(k, 2) == p)
+                .unwrap()
+        };
+        let (k0, k1) = (key_of(0), key_of(1));
+        let record = |key: &str, payload: &[u8]| AppendRecord {
+            key: key.to_string(),
+            payload: payload.to_vec(),
+        };
+        log.append(vec![record(&k0, b"x"), record(&k1, b"x")]).await.unwrap();
+        assert_eq!(log.read(0, 0, 10).await.unwrap().len(), 1);
+        assert_eq!(log.read(1, 0, 10).await.unwrap().len(), 1);
+        let open = |log: &KafkaLog| {
+            let mut p: Vec<u32> = log.readers.lock().unwrap().keys().copied().collect();
+            p.sort_unstable();
+            p
+        };
+        assert_eq!(open(&log), vec![0, 1]);
+        // Partition 0 goes on being read; partition 1 is left alone past the idle time.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        log.append(vec![record(&k0, b"y")]).await.unwrap();
+        assert_eq!(log.read(0, 1, 10).await.unwrap().len(), 1);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(log.read(0, 2, 10).await.unwrap().len(), 0);
+        assert_eq!(open(&log), vec![0], "the reader of partition 1 is still open");
+        // A read of partition 1 opens a reader again.
+        assert_eq!(log.read(1, 0, 10).await.unwrap().len(), 1);
+        assert_eq!(open(&log), vec![0, 1]);
+    }
 
     #[test]
     fn urls_name_brokers_prefix_and_replication() {
