@@ -305,6 +305,77 @@ async fn lines_files_and_lineage(store: Arc<dyn ViewStore>) {
     assert!(store.get_runs("w/p", &[]).await.unwrap().is_empty());
 }
 
+/// A run read again after each flush sees that flush, whether read alone, with others or with a
+/// search page (stores may keep what they read: never past a change).
+async fn reads_see_each_flush(store: Arc<dyn ViewStore>) {
+    use runstream_views::search::*;
+    let lr = |d: &RunDetail| {
+        d.attributes
+            .iter()
+            .find(|(p, _)| p == "params/lr")
+            .map(|(_, v)| v.clone())
+    };
+    let loss_count = |d: &RunDetail| d.series.iter().find(|s| s.path == "loss").map(|s| s.count);
+    for offset in 0..6u64 {
+        store
+            .apply(batch(
+                offset,
+                vec![offset as i64],
+                vec![offset as f64],
+                100 + u128::from(offset),
+            ))
+            .await
+            .unwrap();
+        let want = (Some(Value::Float(0.1 * (offset + 1) as f64)), Some(offset + 1));
+        // Twice each: the second read may come from what the first kept.
+        for _ in 0..2 {
+            let one = store.get_run("w/p", "r1").await.unwrap().expect("r1");
+            assert_eq!((lr(&one), loss_count(&one)), want, "get_run after flush {offset}");
+            let many = store
+                .get_runs("w/p", &["r1".to_string(), "nope".to_string()])
+                .await
+                .unwrap();
+            assert_eq!(many.len(), 1);
+            assert_eq!(
+                (lr(&many[0]), loss_count(&many[0])),
+                want,
+                "get_runs after flush {offset}"
+            );
+            let (_, found) = store
+                .search_run_details(RunSearch {
+                    project: "w/p".into(),
+                    filter: Filter::True,
+                    include_deleted: false,
+                    sort: Sort::default(),
+                    after: None,
+                    limit: 10,
+                    columns: Vec::new(),
+                })
+                .await
+                .unwrap();
+            assert_eq!(found.len(), 1);
+            assert_eq!(
+                (lr(&found[0]), loss_count(&found[0])),
+                want,
+                "search after flush {offset}"
+            );
+        }
+        let state = store.get_run("w/p", "r1").await.unwrap().expect("r1").run.state;
+        assert_eq!(state == "finished", offset >= 1, "state after flush {offset}");
+    }
+}
+
+#[tokio::test]
+async fn sqlite_reads_see_each_flush() {
+    let (_d, s) = sqlite().await;
+    reads_see_each_flush(s).await;
+}
+
+#[tokio::test]
+async fn clickhouse_reads_see_each_flush() {
+    reads_see_each_flush(clickhouse("flushes").await).await;
+}
+
 async fn sqlite() -> (tempfile::TempDir, Arc<dyn ViewStore>) {
     let dir = tempfile::tempdir().unwrap();
     let store = runstream_views::open(&format!("sqlite://{}/v.db", dir.path().display()))

@@ -5,6 +5,7 @@
 //! transaction as the rows, so whatever a power cut rolls back is replayed from the log.
 //! Schema changes are numbered migrations tracked in `PRAGMA user_version`.
 
+mod cache;
 mod read;
 mod search;
 mod sql;
@@ -132,6 +133,8 @@ pub struct SqliteViews {
     readers: Arc<Mutex<Vec<Connection>>>,
     /// Tells the checkpoint thread a flush committed; dropping it ends the thread.
     committed: std::sync::mpsc::SyncSender<()>,
+    /// Runs as last read, until a flush touches them.
+    details: Arc<cache::DetailCache>,
 }
 
 fn connect(path: &Path) -> Result<Connection, ViewError> {
@@ -219,6 +222,7 @@ impl SqliteViews {
             writer: Arc::new(Mutex::new(conn)),
             readers: Arc::new(Mutex::new(Vec::new())),
             committed,
+            details: Arc::default(),
         })
     }
 
@@ -241,6 +245,35 @@ impl SqliteViews {
         .await
         .map_err(|e| ViewError::Storage(format!("view reader panicked: {e}")))?
     }
+}
+
+/// The details of `runs` in their order (those that exist): from the cache where it has them,
+/// the others read with `read` (whose reads began after `read_at` was noted) and kept.
+fn cached_runs(
+    cache: &cache::DetailCache,
+    read_at: u64,
+    project: &str,
+    runs: &[String],
+    read: impl FnOnce(&[String]) -> Result<Vec<RunDetail>, ViewError>,
+) -> Result<Vec<RunDetail>, ViewError> {
+    let mut found: Vec<Option<RunDetail>> = runs.iter().map(|r| cache.get(project, r)).collect();
+    let missing: Vec<String> = runs
+        .iter()
+        .zip(&found)
+        .filter(|(_, f)| f.is_none())
+        .map(|(r, _)| r.clone())
+        .collect();
+    if !missing.is_empty() {
+        let mut read = read(&missing)?.into_iter().peekable();
+        for (slot, run) in found.iter_mut().zip(runs) {
+            if slot.is_none() && read.peek().is_some_and(|d| &d.run.run == run) {
+                let d = read.next().expect("peeked");
+                cache.put(project, read_at, &d);
+                *slot = Some(d);
+            }
+        }
+    }
+    Ok(found.into_iter().flatten().collect())
 }
 
 #[async_trait::async_trait]
@@ -270,12 +303,15 @@ impl ViewStore for SqliteViews {
 
     async fn apply(&self, batch: RowBatch) -> Result<(), ViewError> {
         let writer = self.writer.clone();
-        tokio::task::spawn_blocking(move || {
+        let touched = cache::DetailCache::touched(&batch);
+        let applied = tokio::task::spawn_blocking(move || {
             let mut conn = writer.lock().expect("view writer");
             write::apply(&mut conn, &batch)
         })
-        .await
-        .map_err(|e| ViewError::Storage(format!("view writer panicked: {e}")))??;
+        .await;
+        // Committed or not, what was read of these runs may be stale now.
+        self.details.changed(touched);
+        applied.map_err(|e| ViewError::Storage(format!("view writer panicked: {e}")))??;
         // Full means a checkpoint is already due.
         let _ = self.committed.try_send(());
         Ok(())
@@ -295,14 +331,18 @@ impl ViewStore for SqliteViews {
     }
 
     async fn search_run_details(&self, search: RunSearch) -> Result<(SearchPage, Vec<RunDetail>), ViewError> {
-        // One trip to a blocking thread and one snapshot for the page and its runs.
+        // One trip to a blocking thread and one snapshot for the page and the runs not cached.
+        let details = self.details.clone();
         self.read(move |c| {
+            let read_at = details.begin();
             let tx = c.unchecked_transaction()?;
             let page = search::search(&tx, &search)?;
             let ids: Vec<String> = page.runs.iter().map(|f| f.run.run.clone()).collect();
-            let details = read::get_runs(&tx, &search.project, &ids)?;
+            let found = cached_runs(&details, read_at, &search.project, &ids, |missing| {
+                read::get_runs(&tx, &search.project, missing)
+            })?;
             tx.finish()?;
-            Ok((page, details))
+            Ok((page, found))
         })
         .await
     }
@@ -322,16 +362,30 @@ impl ViewStore for SqliteViews {
     }
 
     async fn get_run(&self, project: &str, run: &str) -> Result<Option<RunDetail>, ViewError> {
+        if let Some(d) = self.details.get(project, run) {
+            return Ok(Some(d));
+        }
         let (p, r) = (project.to_string(), run.to_string());
-        self.read(move |c| read::get_run(c, &p, &r)).await
+        let details = self.details.clone();
+        self.read(move |c| {
+            let read_at = details.begin();
+            let found = read::get_run(c, &p, &r)?;
+            if let Some(d) = &found {
+                details.put(&p, read_at, d);
+            }
+            Ok(found)
+        })
+        .await
     }
 
     async fn get_runs(&self, project: &str, runs: &[String]) -> Result<Vec<RunDetail>, ViewError> {
         let (p, rs) = (project.to_string(), runs.to_vec());
+        let details = self.details.clone();
         self.read(move |c| {
+            let read_at = details.begin();
             // One read transaction: the six statements see one snapshot.
             let tx = c.unchecked_transaction()?;
-            let out = read::get_runs(&tx, &p, &rs)?;
+            let out = cached_runs(&details, read_at, &p, &rs, |missing| read::get_runs(&tx, &p, missing))?;
             tx.finish()?;
             Ok(out)
         })
