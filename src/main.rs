@@ -63,48 +63,43 @@ async fn rebuild(cfg: Config) -> anyhow::Result<()> {
         return rebuild_clickhouse(log, url).await;
     }
     let (generation, url) = cfg.next_views_generation()?;
+    let replayed = replay_into(log, &url).await?;
+    cfg.switch_views_generation(&generation)?;
+    eprintln!("rebuilt views generation {generation}: {replayed}");
+    Ok(())
+}
+
+/// Replays the whole log into the (new) views at `url`; says how much and how fast. Catching up
+/// reads every partition itself, in no consumer group, so serving projectors keep theirs.
+async fn replay_into(log: std::sync::Arc<dyn runstream_log::EventLog>, url: &str) -> anyhow::Result<String> {
     let started = std::time::Instant::now();
-    let views = runstream_views::open(&url)
+    let views = runstream_views::open(url)
         .await
         .with_context(|| format!("opening {url}"))?;
     let projector = runstream_projector::Projector::new(log, views, Default::default());
     projector.catch_up().await?;
-    cfg.switch_views_generation(&generation)?;
     let points = projector.stats.points.load(std::sync::atomic::Ordering::Relaxed);
     let events = projector.stats.events.load(std::sync::atomic::Ordering::Relaxed);
     let secs = started.elapsed().as_secs_f64();
-    eprintln!(
-        "rebuilt views generation {generation}: {events} events, {points} points in {secs:.2} s ({:.0} points/s)",
+    Ok(format!(
+        "{events} events, {points} points in {secs:.2} s ({:.0} points/s)",
         points as f64 / secs.max(1e-9)
-    );
-    Ok(())
+    ))
 }
 
 /// Rebuilds ClickHouse views beside the generation being served: replays the log into a new
-/// generation of tables, and when it has caught up makes it current. Serving processes switch to it within
-/// a second; their projectors go on from its checkpoint, so what was appended during the replay
-/// reaches it too.
+/// generation of tables, and when it has caught up makes it current. Serving processes switch
+/// to it within a second; their projectors go on from its checkpoint, so what was appended
+/// during the replay reaches it too.
 async fn rebuild_clickhouse(log: std::sync::Arc<dyn runstream_log::EventLog>, url: &str) -> anyhow::Result<()> {
     use runstream_views::generations;
     let old = generations::current_of(url).await?;
     let generation = generations::next(url).await?;
-    let pinned = generations::pinned_url(url, &generation);
-    let started = std::time::Instant::now();
-    let views = runstream_views::open(&pinned)
-        .await
-        .with_context(|| format!("opening {pinned}"))?;
-    // Catching up reads every partition itself, in no consumer group: the serving projectors
-    // keep theirs.
-    let projector = runstream_projector::Projector::new(log, views, Default::default());
-    projector.catch_up().await?;
+    let replayed = replay_into(log, &generations::pinned_url(url, &generation)).await?;
     generations::switch(url, &generation).await?;
-    let points = projector.stats.points.load(std::sync::atomic::Ordering::Relaxed);
-    let events = projector.stats.events.load(std::sync::atomic::Ordering::Relaxed);
-    let secs = started.elapsed().as_secs_f64();
     eprintln!(
-        "rebuilt views generation {generation} (was {old}): {events} events, {points} points in {secs:.2} s \
-         ({:.0} points/s); the tables of {old} ({old}_*) can be dropped once no process serves them",
-        points as f64 / secs.max(1e-9)
+        "rebuilt views generation {generation} (was {old}): {replayed}; the tables of {old} ({old}_*) \
+         can be dropped once no process serves them"
     );
     Ok(())
 }

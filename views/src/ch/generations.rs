@@ -28,9 +28,8 @@ async fn ensure_pointer(client: &Client) -> Result<(), ViewError> {
         .map_err(storage)
 }
 
-/// The current generation of the database the client is in.
-pub(super) async fn current(client: &Client) -> Result<String, ViewError> {
-    ensure_pointer(client).await?;
+/// The current generation of the database the client is in, whose pointer table exists.
+async fn current(client: &Client) -> Result<String, ViewError> {
     let newest: Vec<String> = client
         .query("SELECT name FROM generations ORDER BY switched_ms DESC, name DESC LIMIT 1")
         .fetch_all()
@@ -44,9 +43,16 @@ fn database_client(url: &str) -> Result<Client, ViewError> {
     Ok(u.client().with_database(&u.database))
 }
 
+/// The current generation of the database the client is in, creating the pointer table if the
+/// database has none yet.
+pub(super) async fn current_or_first(client: &Client) -> Result<String, ViewError> {
+    ensure_pointer(client).await?;
+    current(client).await
+}
+
 /// The current generation of the URL's database.
 pub async fn current_of(url: &str) -> Result<String, ViewError> {
-    current(&database_client(url)?).await
+    current_or_first(&database_client(url)?).await
 }
 
 /// A name for a new generation: one past the highest `gN` current, recorded or with tables.

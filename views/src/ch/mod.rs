@@ -213,7 +213,7 @@ impl ClickHouseViews {
         let client = client.with_database(&u.database);
         let generation = match &u.generation {
             Some(g) => g.clone(),
-            None => generations::current(&client).await?,
+            None => generations::current_or_first(&client).await?,
         };
         let views = Self {
             client,
