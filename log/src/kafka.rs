@@ -298,6 +298,11 @@ impl KafkaLog {
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "true")
             .set("fetch.message.max.bytes", MAX_RECORD_BYTES.to_string())
+            // A broker may hold a fetch for this long when it has less than a full fetch to
+            // send (tansu does, whatever fetch.min.bytes says): at the default 500 ms a reader
+            // behind by a few megabytes waited half a second per fetch. An idle reader then asks
+            // a hundred times a second, and is closed after `reader_idle`.
+            .set("fetch.wait.max.ms", "10")
             .create_with_context(Quiet)
             .map_err(|e| unavailable("consumer", e))?;
         let mut tpl = TopicPartitionList::new();
