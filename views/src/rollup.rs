@@ -113,8 +113,14 @@ impl Agg {
 /// The buckets of every level that the given steps fall in: what a flush must recompute.
 pub fn dirty_buckets(steps: &[i64]) -> Vec<BTreeSet<i64>> {
     let mut base: BTreeSet<i64> = BTreeSet::new();
+    // Steps come mostly in order: a bucket is looked up once per run of its steps.
+    let mut last = None;
     for s in steps {
-        base.insert(s >> LEVELS[0]);
+        let b = s >> LEVELS[0];
+        if last != Some(b) {
+            base.insert(b);
+            last = Some(b);
+        }
     }
     let mut out = Vec::with_capacity(LEVELS.len());
     for shift in LEVELS {
@@ -240,11 +246,26 @@ pub fn recompute(
     stored: &std::collections::BTreeMap<(usize, i64), Agg>,
 ) -> Vec<std::collections::BTreeMap<i64, Agg>> {
     let mut out: Vec<std::collections::BTreeMap<i64, Agg>> = vec![Default::default(); LEVELS.len()];
+    // Points come in step order: each bucket is summed whole, then stored once.
+    let mut current: Option<(i64, Agg)> = None;
     for (step, time_ms, value) in points {
         let b = step >> LEVELS[0];
-        if dirty[0].contains(&b) {
-            out[0].entry(b).or_insert(Agg::EMPTY).add(step, time_ms, value);
+        match &mut current {
+            Some((cb, agg)) if *cb == b => agg.add(step, time_ms, value),
+            _ => {
+                if let Some((cb, agg)) = current.take() {
+                    out[0].entry(cb).or_insert(Agg::EMPTY).merge(&agg);
+                }
+                if dirty[0].contains(&b) {
+                    let mut agg = Agg::EMPTY;
+                    agg.add(step, time_ms, value);
+                    current = Some((b, agg));
+                }
+            }
         }
+    }
+    if let Some((cb, agg)) = current {
+        out[0].entry(cb).or_insert(Agg::EMPTY).merge(&agg);
     }
     for level in 1..LEVELS.len() {
         let d = LEVELS[level] - LEVELS[level - 1];
