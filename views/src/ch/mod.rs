@@ -12,7 +12,9 @@
 //!   between leaves rows whose events are not recorded yet; the replay from the old checkpoint
 //!   writes them again under the same versions, which changes nothing a read can see. An event
 //!   id is recorded only once every row of its flush is in, so skipping known events on replay
-//!   never skips a row that is missing.
+//!   never skips a row that is missing. The inserts of one stage run concurrently (the rows of
+//!   every table, then the events and their ids), each on its own connection, so the server
+//!   parses one while the projector encodes the next.
 //! - Rollups cannot be summed in the server (a step written again would count twice), so the
 //!   projector recomputes the buckets a flush dirties, as the SQLite views do: it reads the
 //!   stored points of the dirty finest buckets and the stored rows of the finer levels, merges

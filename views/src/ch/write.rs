@@ -230,8 +230,8 @@ pub(super) fn value_columns(v: &Value) -> (&'static str, i64, f64, String) {
     }
 }
 
-/// Writes every row of `rows` in one INSERT (one part, written whole or not at all, as long as
-/// it stays under the server's block size of about a million rows).
+/// Writes every row of `rows` in one INSERT (one part as long as it stays under the server's
+/// block size of about a million rows; a replay writes any part again, so nothing relies on it).
 async fn insert_all<'r, T: Row + RowWrite>(
     views: &ClickHouseViews,
     table: &str,
@@ -293,12 +293,72 @@ impl Versions {
     }
 }
 
+/// Writes a flush. The tables' inserts are independent of each other and run concurrently
+/// (separate connections: the server parses them on its cores while this process encodes the
+/// next); only the order rows, then event ids, then checkpoint matters, and it is kept.
 pub(super) async fn apply(views: &ClickHouseViews, batch: &RowBatch) -> Result<(), ViewError> {
     let versions = Versions::of(batch);
     let ver = &versions;
+    futures::try_join!(
+        write_runs(views, batch, ver),
+        write_attributes(views, batch, ver),
+        write_tags(views, batch, ver),
+        write_float_series(views, batch, ver),
+        write_string_series(views, batch, ver),
+        write_files(views, batch, ver),
+        write_lineage(views, batch, ver),
+    )?;
 
-    write_runs(views, batch, ver).await?;
+    // Every row is in: now the events count as applied, and then the checkpoint moves.
+    futures::try_join!(
+        insert_all::<EventRec<'_>>(
+            views,
+            "events",
+            batch
+                .events
+                .iter()
+                .map(|e| {
+                    let (id_hi, id_lo) = id_halves(e.id);
+                    EventRec {
+                        id_hi,
+                        id_lo,
+                        project: &e.project,
+                        run: &e.run,
+                        partition: e.partition,
+                        offset: e.offset,
+                        seq: e.seq,
+                        kind: &e.kind,
+                    }
+                })
+                .collect(),
+        ),
+        insert_all::<IdRec>(
+            views,
+            "event_ids",
+            batch
+                .events
+                .iter()
+                .map(|e| {
+                    let (id_hi, id_lo) = id_halves(e.id);
+                    IdRec { id_hi, id_lo }
+                })
+                .collect(),
+        ),
+    )?;
+    insert_all::<CheckpointRec>(
+        views,
+        "checkpoints",
+        batch
+            .checkpoint
+            .iter()
+            .map(|&(partition, next_offset)| CheckpointRec { partition, next_offset })
+            .collect(),
+    )
+    .await
+}
 
+/// Attributes under both keyings, and the project's attribute keys.
+async fn write_attributes(views: &ClickHouseViews, batch: &RowBatch, ver: &Versions) -> Result<(), ViewError> {
     let attributes: Vec<AttrRec> = batch
         .attributes
         .iter()
@@ -339,7 +399,10 @@ pub(super) async fn apply(views: &ClickHouseViews, batch: &RowBatch) -> Result<(
             .map(|(project, path, vtype)| AttrKeyRec { project, path, vtype })
             .collect(),
     )
-    .await?;
+    .await
+}
+
+async fn write_tags(views: &ClickHouseViews, batch: &RowBatch, ver: &Versions) -> Result<(), ViewError> {
     insert_all::<TagRec<'_>>(
         views,
         "tags",
@@ -355,11 +418,10 @@ pub(super) async fn apply(views: &ClickHouseViews, batch: &RowBatch) -> Result<(
             })
             .collect(),
     )
-    .await?;
+    .await
+}
 
-    write_float_series(views, batch, ver).await?;
-    write_string_series(views, batch, ver).await?;
-
+async fn write_files(views: &ClickHouseViews, batch: &RowBatch, ver: &Versions) -> Result<(), ViewError> {
     insert_all::<FileRec<'_>>(
         views,
         "files",
@@ -380,7 +442,11 @@ pub(super) async fn apply(views: &ClickHouseViews, batch: &RowBatch) -> Result<(
             })
             .collect(),
     )
-    .await?;
+    .await
+}
+
+/// Lineage rows and their index by artifact.
+async fn write_lineage(views: &ClickHouseViews, batch: &RowBatch, ver: &Versions) -> Result<(), ViewError> {
     insert_all::<LineageRec<'_>>(
         views,
         "lineage",
@@ -417,53 +483,6 @@ pub(super) async fn apply(views: &ClickHouseViews, batch: &RowBatch) -> Result<(
                 direction: l.direction.as_str(),
                 ver: ver.get(&l.project, &l.run),
             })
-            .collect(),
-    )
-    .await?;
-
-    // Every row is in: now the events count as applied, and then the checkpoint moves.
-    insert_all::<EventRec<'_>>(
-        views,
-        "events",
-        batch
-            .events
-            .iter()
-            .map(|e| {
-                let (id_hi, id_lo) = id_halves(e.id);
-                EventRec {
-                    id_hi,
-                    id_lo,
-                    project: &e.project,
-                    run: &e.run,
-                    partition: e.partition,
-                    offset: e.offset,
-                    seq: e.seq,
-                    kind: &e.kind,
-                }
-            })
-            .collect(),
-    )
-    .await?;
-    insert_all::<IdRec>(
-        views,
-        "event_ids",
-        batch
-            .events
-            .iter()
-            .map(|e| {
-                let (id_hi, id_lo) = id_halves(e.id);
-                IdRec { id_hi, id_lo }
-            })
-            .collect(),
-    )
-    .await?;
-    insert_all::<CheckpointRec>(
-        views,
-        "checkpoints",
-        batch
-            .checkpoint
-            .iter()
-            .map(|&(partition, next_offset)| CheckpointRec { partition, next_offset })
             .collect(),
     )
     .await
@@ -602,124 +621,9 @@ async fn write_float_series(views: &ClickHouseViews, batch: &RowBatch, ver: &Ver
     if batch.float_series.is_empty() {
         return Ok(());
     }
-    let dirty: Vec<Vec<std::collections::BTreeSet<i64>>> = batch
-        .float_series
-        .iter()
-        .map(|s| rollup::dirty_buckets(&s.steps))
-        .collect();
-
-    // Stored points of the dirty level-0 buckets.
-    let mut stored_points: HashMap<Key, Vec<(i64, i64, f64)>> = HashMap::new();
-    {
-        let mut conds = Vec::new();
-        let mut binds: Vec<(String, String, String, i64, i64)> = Vec::new();
-        for (s, d) in batch.float_series.iter().zip(&dirty) {
-            for (lo, hi) in runs_of(&d[0]) {
-                conds.push("(project = ? AND run = ? AND path = ? AND step BETWEEN ? AND ?)");
-                binds.push((
-                    s.key.project.clone(),
-                    s.key.run.clone(),
-                    s.key.path.clone(),
-                    rollup::bucket_range(0, lo).0,
-                    rollup::bucket_range(0, hi).1,
-                ));
-            }
-        }
-        for (conds, binds) in conds.chunks(500).zip(binds.chunks(500)) {
-            let mut q = views.sql(&format!(
-                "SELECT project, run, path, step, argMax(time_ms, ver), argMax(value, ver) FROM {{t}}points
-                 WHERE {} GROUP BY project, run, path, step ORDER BY project, run, path, step",
-                conds.join(" OR ")
-            ));
-            for (p, r, path, lo, hi) in binds {
-                q = q.bind(p).bind(r).bind(path).bind(lo).bind(hi);
-            }
-            for p in q.fetch_all::<StoredPoint>().await.map_err(storage)? {
-                stored_points
-                    .entry((p.project, p.run, p.path))
-                    .or_default()
-                    .push((p.step, p.time_ms, p.value));
-            }
-        }
-    }
-
-    // Stored rows of levels 0..top-1 under dirty buckets of the level above, and every row of
-    // the top level (the series summary merges them).
-    let top = LEVELS.len() - 1;
-    let mut stored_aggs: HashMap<Key, BTreeMap<(usize, i64), Agg>> = HashMap::new();
-    {
-        let mut conds = Vec::new();
-        let mut binds: Vec<(String, String, String, u8, i64, i64)> = Vec::new();
-        for (s, d) in batch.float_series.iter().zip(&dirty) {
-            for level in 1..LEVELS.len() {
-                let shift = LEVELS[level] - LEVELS[level - 1];
-                for (lo, hi) in runs_of(&d[level]) {
-                    conds.push("(project = ? AND run = ? AND path = ? AND level = ? AND bucket BETWEEN ? AND ?)");
-                    binds.push((
-                        s.key.project.clone(),
-                        s.key.run.clone(),
-                        s.key.path.clone(),
-                        (level - 1) as u8,
-                        lo << shift,
-                        ((hi + 1) << shift) - 1,
-                    ));
-                }
-            }
-            conds.push("(project = ? AND run = ? AND path = ? AND level = ? AND bucket BETWEEN ? AND ?)");
-            binds.push((
-                s.key.project.clone(),
-                s.key.run.clone(),
-                s.key.path.clone(),
-                top as u8,
-                i64::MIN,
-                i64::MAX,
-            ));
-        }
-        for (conds, binds) in conds.chunks(500).zip(binds.chunks(500)) {
-            let mut q = views.sql(&format!(
-                "SELECT project, run, path, level, bucket, {AGG_LATEST} FROM {{t}}rollups
-                 WHERE {} GROUP BY project, run, path, level, bucket",
-                conds.join(" OR ")
-            ));
-            for (p, r, path, level, lo, hi) in binds {
-                q = q.bind(p).bind(r).bind(path).bind(level).bind(lo).bind(hi);
-            }
-            for a in q.fetch_all::<StoredAgg>().await.map_err(storage)? {
-                stored_aggs
-                    .entry((a.project.clone(), a.run.clone(), a.path.clone()))
-                    .or_default()
-                    .insert((usize::from(a.level), a.bucket), a.agg());
-            }
-        }
-    }
-
-    let mut rollup_rows: Vec<(usize, usize, i64, Agg)> = Vec::new();
-    let mut summaries: Vec<(usize, Agg)> = Vec::new();
-    let empty = BTreeMap::new();
-    for (i, (s, d)) in batch.float_series.iter().zip(&dirty).enumerate() {
-        let key = key_of(&s.key);
-        let old = stored_points.remove(&key).unwrap_or_default();
-        let merged = overlay(&old, s);
-        let stored = stored_aggs.get(&key).unwrap_or(&empty);
-        let fresh = rollup::recompute(d, merged, stored);
-        let mut summary = Agg::EMPTY;
-        let mut top_rows: BTreeMap<i64, Agg> = stored
-            .range((top, i64::MIN)..=(top, i64::MAX))
-            .map(|(&(_, b), a)| (b, *a))
-            .collect();
-        for (&b, a) in &fresh[top] {
-            top_rows.insert(b, *a);
-        }
-        for a in top_rows.values() {
-            summary.merge(a);
-        }
-        summaries.push((i, summary));
-        for (level, rows) in fresh.into_iter().enumerate() {
-            rollup_rows.extend(rows.into_iter().map(|(b, a)| (i, level, b, a)));
-        }
-    }
-
-    insert_all::<PointRec<'_>>(
+    // The points go in while the rollups are read back and recomputed: what the read-back
+    // sees of them is what the overlay writes again, so either order gives the same rows.
+    let points = insert_all::<PointRec<'_>>(
         views,
         "points",
         batch
@@ -738,61 +642,181 @@ async fn write_float_series(views: &ClickHouseViews, batch: &RowBatch, ver: &Ver
                 })
             })
             .collect(),
-    )
-    .await?;
-    insert_all::<RollupRec<'_>>(
-        views,
-        "rollups",
-        rollup_rows
+    );
+    let rollups = async {
+        let dirty: Vec<Vec<std::collections::BTreeSet<i64>>> = batch
+            .float_series
             .iter()
-            .map(|(i, level, bucket, a)| {
-                let s = &batch.float_series[*i];
-                RollupRec {
-                    project: &s.key.project,
-                    run: &s.key.run,
-                    path: &s.key.path,
-                    level: *level as u8,
-                    bucket: *bucket,
-                    count: a.count,
-                    n_values: a.n_values,
-                    min: a.min,
-                    max: a.max,
-                    sum: a.sum,
-                    first_step: a.first_step,
-                    last_step: a.last_step,
-                    last_value: a.last_value,
-                    last_time_ms: a.last_time_ms,
-                    ver: ver.get(&s.key.project, &s.key.run),
+            .map(|s| rollup::dirty_buckets(&s.steps))
+            .collect();
+
+        // Stored points of the dirty level-0 buckets.
+        let mut stored_points: HashMap<Key, Vec<(i64, i64, f64)>> = HashMap::new();
+        {
+            let mut conds = Vec::new();
+            let mut binds: Vec<(String, String, String, i64, i64)> = Vec::new();
+            for (s, d) in batch.float_series.iter().zip(&dirty) {
+                for (lo, hi) in runs_of(&d[0]) {
+                    conds.push("(project = ? AND run = ? AND path = ? AND step BETWEEN ? AND ?)");
+                    binds.push((
+                        s.key.project.clone(),
+                        s.key.run.clone(),
+                        s.key.path.clone(),
+                        rollup::bucket_range(0, lo).0,
+                        rollup::bucket_range(0, hi).1,
+                    ));
                 }
-            })
-            .collect(),
-    )
-    .await?;
-    insert_all::<SeriesRec<'_>>(
-        views,
-        "series",
-        summaries
-            .iter()
-            .map(|(i, a)| {
-                let s = &batch.float_series[*i];
-                SeriesRec::new(
-                    &s.key.project,
-                    &s.key.run,
-                    &s.key.path,
-                    "float",
-                    a,
-                    ver.get(&s.key.project, &s.key.run),
-                )
-            })
-            .collect(),
-    )
-    .await?;
-    insert_all::<SeriesKeyRec<'_>>(
-        views,
-        "series_keys",
-        series_keys(batch.float_series.iter().map(|s| &s.key), "float"),
-    )
-    .await
+            }
+            for (conds, binds) in conds.chunks(500).zip(binds.chunks(500)) {
+                let mut q = views.sql(&format!(
+                    "SELECT project, run, path, step, argMax(time_ms, ver), argMax(value, ver) FROM {{t}}points
+                     WHERE {} GROUP BY project, run, path, step ORDER BY project, run, path, step",
+                    conds.join(" OR ")
+                ));
+                for (p, r, path, lo, hi) in binds {
+                    q = q.bind(p).bind(r).bind(path).bind(lo).bind(hi);
+                }
+                for p in q.fetch_all::<StoredPoint>().await.map_err(storage)? {
+                    stored_points
+                        .entry((p.project, p.run, p.path))
+                        .or_default()
+                        .push((p.step, p.time_ms, p.value));
+                }
+            }
+        }
+
+        // Stored rows of levels 0..top-1 under dirty buckets of the level above, and every row of
+        // the top level (the series summary merges them).
+        let top = LEVELS.len() - 1;
+        let mut stored_aggs: HashMap<Key, BTreeMap<(usize, i64), Agg>> = HashMap::new();
+        {
+            let mut conds = Vec::new();
+            let mut binds: Vec<(String, String, String, u8, i64, i64)> = Vec::new();
+            for (s, d) in batch.float_series.iter().zip(&dirty) {
+                for level in 1..LEVELS.len() {
+                    let shift = LEVELS[level] - LEVELS[level - 1];
+                    for (lo, hi) in runs_of(&d[level]) {
+                        conds.push("(project = ? AND run = ? AND path = ? AND level = ? AND bucket BETWEEN ? AND ?)");
+                        binds.push((
+                            s.key.project.clone(),
+                            s.key.run.clone(),
+                            s.key.path.clone(),
+                            (level - 1) as u8,
+                            lo << shift,
+                            ((hi + 1) << shift) - 1,
+                        ));
+                    }
+                }
+                conds.push("(project = ? AND run = ? AND path = ? AND level = ? AND bucket BETWEEN ? AND ?)");
+                binds.push((
+                    s.key.project.clone(),
+                    s.key.run.clone(),
+                    s.key.path.clone(),
+                    top as u8,
+                    i64::MIN,
+                    i64::MAX,
+                ));
+            }
+            for (conds, binds) in conds.chunks(500).zip(binds.chunks(500)) {
+                let mut q = views.sql(&format!(
+                    "SELECT project, run, path, level, bucket, {AGG_LATEST} FROM {{t}}rollups
+                     WHERE {} GROUP BY project, run, path, level, bucket",
+                    conds.join(" OR ")
+                ));
+                for (p, r, path, level, lo, hi) in binds {
+                    q = q.bind(p).bind(r).bind(path).bind(level).bind(lo).bind(hi);
+                }
+                for a in q.fetch_all::<StoredAgg>().await.map_err(storage)? {
+                    stored_aggs
+                        .entry((a.project.clone(), a.run.clone(), a.path.clone()))
+                        .or_default()
+                        .insert((usize::from(a.level), a.bucket), a.agg());
+                }
+            }
+        }
+
+        let mut rollup_rows: Vec<(usize, usize, i64, Agg)> = Vec::new();
+        let mut summaries: Vec<(usize, Agg)> = Vec::new();
+        let empty = BTreeMap::new();
+        for (i, (s, d)) in batch.float_series.iter().zip(&dirty).enumerate() {
+            let key = key_of(&s.key);
+            let old = stored_points.remove(&key).unwrap_or_default();
+            let merged = overlay(&old, s);
+            let stored = stored_aggs.get(&key).unwrap_or(&empty);
+            let fresh = rollup::recompute(d, merged, stored);
+            let mut summary = Agg::EMPTY;
+            let mut top_rows: BTreeMap<i64, Agg> = stored
+                .range((top, i64::MIN)..=(top, i64::MAX))
+                .map(|(&(_, b), a)| (b, *a))
+                .collect();
+            for (&b, a) in &fresh[top] {
+                top_rows.insert(b, *a);
+            }
+            for a in top_rows.values() {
+                summary.merge(a);
+            }
+            summaries.push((i, summary));
+            for (level, rows) in fresh.into_iter().enumerate() {
+                rollup_rows.extend(rows.into_iter().map(|(b, a)| (i, level, b, a)));
+            }
+        }
+
+        insert_all::<RollupRec<'_>>(
+            views,
+            "rollups",
+            rollup_rows
+                .iter()
+                .map(|(i, level, bucket, a)| {
+                    let s = &batch.float_series[*i];
+                    RollupRec {
+                        project: &s.key.project,
+                        run: &s.key.run,
+                        path: &s.key.path,
+                        level: *level as u8,
+                        bucket: *bucket,
+                        count: a.count,
+                        n_values: a.n_values,
+                        min: a.min,
+                        max: a.max,
+                        sum: a.sum,
+                        first_step: a.first_step,
+                        last_step: a.last_step,
+                        last_value: a.last_value,
+                        last_time_ms: a.last_time_ms,
+                        ver: ver.get(&s.key.project, &s.key.run),
+                    }
+                })
+                .collect(),
+        )
+        .await?;
+        insert_all::<SeriesRec<'_>>(
+            views,
+            "series",
+            summaries
+                .iter()
+                .map(|(i, a)| {
+                    let s = &batch.float_series[*i];
+                    SeriesRec::new(
+                        &s.key.project,
+                        &s.key.run,
+                        &s.key.path,
+                        "float",
+                        a,
+                        ver.get(&s.key.project, &s.key.run),
+                    )
+                })
+                .collect(),
+        )
+        .await?;
+        insert_all::<SeriesKeyRec<'_>>(
+            views,
+            "series_keys",
+            series_keys(batch.float_series.iter().map(|s| &s.key), "float"),
+        )
+        .await
+    };
+    futures::try_join!(points, rollups)?;
+    Ok(())
 }
 
 fn series_keys<'a>(keys: impl Iterator<Item = &'a SeriesKey>, kind: &'a str) -> Vec<SeriesKeyRec<'a>> {
