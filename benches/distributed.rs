@@ -9,8 +9,11 @@
 //!    (`Projector::catch_up`), printing the consumer lag (records not yet in the views) each
 //!    second.
 //! 3. baseline: the same points as plain rows (project, run, path, step, time, value, version)
-//!    inserted with RowBinary into a table shaped like the views' points table, 100,000 rows
-//!    per insert.
+//!    inserted with RowBinary into a table shaped like the views' points table, as many rows
+//!    per insert as a projector flush holds at most.
+//!
+//! Each ClickHouse phase starts once the server has finished merging what the phase before
+//! wrote, so that neither pays for the other's background work.
 //!
 //! Run: `cargo bench --bench distributed` (`-- --batches N` for the batches per client).
 
@@ -92,8 +95,26 @@ struct PlainPoint<'a> {
     ver: u64,
 }
 
-/// The same points inserted as plain rows, RowBinary over HTTP, 100,000 rows per insert.
-async fn baseline(url: &str, clients: usize, batches: usize) -> f64 {
+/// Waits (up to a minute) until the server runs no merge.
+async fn settle(url: &str) {
+    let client = ClickHouseUrl::parse(url).unwrap().client();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let merges: u64 = client
+            .query("SELECT count() FROM system.merges")
+            .fetch_one()
+            .await
+            .unwrap();
+        if merges == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!("  (the server was still merging after a minute)");
+}
+
+/// The same points inserted as plain rows, RowBinary over HTTP, `per_insert` rows per insert.
+async fn baseline(url: &str, clients: usize, batches: usize, per_insert: usize) -> f64 {
     let client = ClickHouseUrl::parse(url).unwrap().client();
     client
         .query("CREATE DATABASE IF NOT EXISTS bench_baseline")
@@ -130,7 +151,7 @@ async fn baseline(url: &str, clients: usize, batches: usize) -> f64 {
                     .await
                     .unwrap();
                 total += 1;
-                if total.is_multiple_of(100_000) {
+                if total.is_multiple_of(per_insert) {
                     insert.end().await.unwrap();
                     insert = client.insert::<PlainPoint<'_>>("points").await.unwrap();
                 }
@@ -210,7 +231,10 @@ async fn main() {
     let ingest_rate = total_points as f64 / started.elapsed().as_secs_f64();
     println!("ingest, HTTP protobuf -> Kafka (acks=all): {ingest_rate:>12.0} points/s");
 
-    let projector = Arc::new(Projector::new(log.clone(), views.clone(), ProjectorConfig::default()));
+    let config = ProjectorConfig::default();
+    let per_insert = config.max_points;
+    settle(&views_url).await;
+    let projector = Arc::new(Projector::new(log.clone(), views.clone(), config));
     let lag = tokio::spawn(print_lag(log.clone(), views.clone()));
     let started = Instant::now();
     projector.catch_up().await.unwrap();
@@ -219,10 +243,13 @@ async fn main() {
     let projected = projector.stats.points.load(Ordering::Relaxed) as usize;
     assert_eq!(projected, total_points, "every point is projected once");
 
-    let base_rate = baseline(&views_url, CLIENTS, batches).await;
+    settle(&views_url).await;
+    let base_rate = baseline(&views_url, CLIENTS, batches, per_insert).await;
 
     println!("points: {total_points} ({CLIENTS} clients x {batches} batches x {POINTS_PER_BATCH})");
-    println!("plain RowBinary insert into ClickHouse (baseline): {base_rate:>12.0} points/s");
+    println!(
+        "plain RowBinary insert into ClickHouse (baseline): {base_rate:>12.0} points/s  ({per_insert} rows per insert)"
+    );
     println!("ingest, HTTP protobuf -> Kafka (acks=all):         {ingest_rate:>12.0} points/s");
     println!(
         "projector, Kafka -> ClickHouse views:              {project_rate:>12.0} points/s  ({:.0}% of baseline)",
