@@ -377,10 +377,8 @@ async fn write_attributes(views: &ClickHouseViews, batch: &RowBatch, ver: &Versi
             }
         })
         .collect();
-    // Both keyings of the attributes (see the migrations); a crash between the two inserts is
-    // repaired by the replay, which writes both again.
-    insert_rows::<AttrRec>(views, "attributes", &attributes).await?;
-    insert_rows::<AttrRec>(views, "attributes_by_path", &attributes).await?;
+    // Both keyings of the attributes (see the migrations); a crash that leaves one without the
+    // other is repaired by the replay, which writes both again.
     let mut keys: Vec<(&str, &str, &str)> = batch
         .attributes
         .iter()
@@ -392,14 +390,18 @@ async fn write_attributes(views: &ClickHouseViews, batch: &RowBatch, ver: &Versi
         .collect();
     keys.sort_unstable();
     keys.dedup();
-    insert_all::<AttrKeyRec<'_>>(
-        views,
-        "attribute_keys",
-        keys.into_iter()
-            .map(|(project, path, vtype)| AttrKeyRec { project, path, vtype })
-            .collect(),
-    )
-    .await
+    futures::try_join!(
+        insert_rows::<AttrRec>(views, "attributes", &attributes),
+        insert_rows::<AttrRec>(views, "attributes_by_path", &attributes),
+        insert_all::<AttrKeyRec<'_>>(
+            views,
+            "attribute_keys",
+            keys.into_iter()
+                .map(|(project, path, vtype)| AttrKeyRec { project, path, vtype })
+                .collect(),
+        ),
+    )?;
+    Ok(())
 }
 
 async fn write_tags(views: &ClickHouseViews, batch: &RowBatch, ver: &Versions) -> Result<(), ViewError> {
@@ -447,45 +449,46 @@ async fn write_files(views: &ClickHouseViews, batch: &RowBatch, ver: &Versions) 
 
 /// Lineage rows and their index by artifact.
 async fn write_lineage(views: &ClickHouseViews, batch: &RowBatch, ver: &Versions) -> Result<(), ViewError> {
-    insert_all::<LineageRec<'_>>(
-        views,
-        "lineage",
-        batch
-            .lineage
-            .iter()
-            .map(|l| LineageRec {
-                project: &l.project,
-                run: &l.run,
-                direction: l.direction.as_str(),
-                kind: l.kind.as_str(),
-                name: &l.name,
-                version: &l.version,
-                digest: &l.digest,
-                uri: &l.uri,
-                time_ms: l.time_ms,
-                ver: ver.get(&l.project, &l.run),
-            })
-            .collect(),
-    )
-    .await?;
-    insert_all::<LineageIndexRec<'_>>(
-        views,
-        "lineage_by_artifact",
-        batch
-            .lineage
-            .iter()
-            .map(|l| LineageIndexRec {
-                project: &l.project,
-                kind: l.kind.as_str(),
-                name: &l.name,
-                version: &l.version,
-                run: &l.run,
-                direction: l.direction.as_str(),
-                ver: ver.get(&l.project, &l.run),
-            })
-            .collect(),
-    )
-    .await
+    futures::try_join!(
+        insert_all::<LineageRec<'_>>(
+            views,
+            "lineage",
+            batch
+                .lineage
+                .iter()
+                .map(|l| LineageRec {
+                    project: &l.project,
+                    run: &l.run,
+                    direction: l.direction.as_str(),
+                    kind: l.kind.as_str(),
+                    name: &l.name,
+                    version: &l.version,
+                    digest: &l.digest,
+                    uri: &l.uri,
+                    time_ms: l.time_ms,
+                    ver: ver.get(&l.project, &l.run),
+                })
+                .collect(),
+        ),
+        insert_all::<LineageIndexRec<'_>>(
+            views,
+            "lineage_by_artifact",
+            batch
+                .lineage
+                .iter()
+                .map(|l| LineageIndexRec {
+                    project: &l.project,
+                    kind: l.kind.as_str(),
+                    name: &l.name,
+                    version: &l.version,
+                    run: &l.run,
+                    direction: l.direction.as_str(),
+                    ver: ver.get(&l.project, &l.run),
+                })
+                .collect(),
+        ),
+    )?;
+    Ok(())
 }
 
 /// `(a, b) IN ((?, ?), ...)` for `n` pairs.
