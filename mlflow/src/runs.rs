@@ -30,7 +30,7 @@ const USER_TAG: &str = "mlflow.user";
 const PARENT_TAG: &str = "mlflow.parentRunId";
 const NOTE_TAG: &str = "mlflow.note.content";
 
-fn status_of(state: &str) -> &'static str {
+pub(crate) fn status_of(state: &str) -> &'static str {
     match state {
         "finished" => "FINISHED",
         "failed" => "FAILED",
@@ -54,7 +54,7 @@ fn state_of(status: &str) -> Result<RunState, MlflowError> {
 }
 
 /// An attribute value as MLflow's string params and tags show it (Python's spelling for bools).
-fn text_of(v: &AttrValue) -> String {
+pub(crate) fn text_of(v: &AttrValue) -> String {
     match v {
         AttrValue::String(s) => s.clone(),
         AttrValue::Int(i) => i.to_string(),

@@ -10,7 +10,7 @@
 use axum::extract::State;
 use runstream_schema::Role;
 use runstream_views::search::{
-    Cmp, Field, Filter, Literal, MetricAgg, Number, RunSearch, SearchCursor, Sort, SystemField,
+    Cmp, Field, Filter, Literal, MetricAgg, Number, RunSearch, SearchCursor, Sort, SortValue, SystemField,
 };
 use serde_json::Value;
 
@@ -431,12 +431,9 @@ pub(crate) fn parse_filter_with(
     })
 }
 
-/// MLflow's `order_by` (its first clause: runstream sorts by one field, ties by run id).
-pub(crate) fn parse_order(order_by: &[Value]) -> Result<Sort, MlflowError> {
-    let Some(first) = order_by.first() else {
-        return Ok(Sort::default());
-    };
-    let text = first.as_str().unwrap_or_default();
+/// One `order_by` clause: a key and its direction.
+fn parse_clause(clause: &Value) -> Result<(Resolved, bool), MlflowError> {
+    let text = clause.as_str().unwrap_or_default();
     let tokens = tokenize(text)?;
     let (key, dir) = match tokens.as_slice() {
         [Tok::Ident(k)] => (k.clone(), None),
@@ -452,10 +449,118 @@ pub(crate) fn parse_order(order_by: &[Value]) -> Result<Sort, MlflowError> {
             )));
         }
     };
-    let (field, _, fallback) = field_of(&key)?;
-    // Runs renamed through MLflow are few; sort run_name by the name the run was created with.
-    let field = fallback.unwrap_or(field);
-    Ok(Sort { field, descending })
+    Ok((field_of(&key)?, descending))
+}
+
+/// A clause after the first: which value of a run it compares, and how.
+pub(crate) struct Then {
+    field: Field,
+    /// Compared where the run lacks `field` (a run's `run_name` without its tag).
+    fallback: Option<Field>,
+    descending: bool,
+}
+
+/// MLflow's `order_by`: the first clause is the views' sort (keyset pages); any further clauses
+/// order the runs that tie on it.
+pub(crate) struct Order {
+    pub first: Sort,
+    pub then: Vec<Then>,
+}
+
+pub(crate) fn parse_order(order_by: &[Value]) -> Result<Order, MlflowError> {
+    let Some((first, rest)) = order_by.split_first() else {
+        return Ok(Order {
+            first: Sort::default(),
+            then: Vec::new(),
+        });
+    };
+    let ((field, _, fallback), descending) = parse_clause(first)?;
+    // Runs renamed through MLflow are few; the views sort run_name by the name the run was
+    // created with.
+    let first = Sort {
+        field: fallback.unwrap_or(field),
+        descending,
+    };
+    let then = rest
+        .iter()
+        .map(|c| {
+            let ((field, _, fallback), descending) = parse_clause(c)?;
+            Ok(Then {
+                field,
+                fallback,
+                descending,
+            })
+        })
+        .collect::<Result<_, MlflowError>>()?;
+    Ok(Order { first, then })
+}
+
+/// A run's value of a clause's key, compared as MLflow compares it: numbers as numbers (NaN above
+/// every number), text by bytes.
+#[derive(Debug, PartialEq)]
+enum OrderValue {
+    Num(f64),
+    Text(String),
+}
+
+impl OrderValue {
+    fn cmp(&self, other: &OrderValue) -> std::cmp::Ordering {
+        match (self, other) {
+            (OrderValue::Num(a), OrderValue::Num(b)) => a.total_cmp(b),
+            (OrderValue::Text(a), OrderValue::Text(b)) => a.cmp(b),
+            (OrderValue::Num(_), OrderValue::Text(_)) => std::cmp::Ordering::Less,
+            (OrderValue::Text(_), OrderValue::Num(_)) => std::cmp::Ordering::Greater,
+        }
+    }
+}
+
+fn order_value(d: &runstream_views::RunDetail, field: &Field) -> Option<OrderValue> {
+    let r = &d.run;
+    match field {
+        Field::Metric(path, _) => d
+            .series
+            .iter()
+            .find(|s| s.kind == "float" && &s.path == path)
+            .and_then(|s| s.last_value)
+            .map(OrderValue::Num),
+        Field::Attr(path) => d
+            .attributes
+            .iter()
+            .find(|(p, _)| p == path)
+            .map(|(_, v)| OrderValue::Text(crate::runs::text_of(v))),
+        Field::System(f) => match f {
+            SystemField::Run => Some(OrderValue::Text(r.run.clone())),
+            SystemField::Name => Some(OrderValue::Text(r.name.clone())),
+            SystemField::Owner => Some(OrderValue::Text(r.owner.clone())),
+            SystemField::State => Some(OrderValue::Text(crate::runs::status_of(&r.state).to_string())),
+            SystemField::Created => Some(OrderValue::Num(r.created_ms as f64)),
+            SystemField::Finished => r.finished_ms.map(|t| OrderValue::Num(t as f64)),
+            _ => None,
+        },
+    }
+}
+
+/// How `a` and `b` order under the clauses after the first: runs lacking a value last whatever
+/// the direction, then MLflow's own tie-breaks, newest first and by run id.
+fn order_then(then: &[Then], a: &runstream_views::RunDetail, b: &runstream_views::RunDetail) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    for t in then {
+        let value = |d| order_value(d, &t.field).or_else(|| t.fallback.as_ref().and_then(|f| order_value(d, f)));
+        let o = match (value(a), value(b)) {
+            (Some(x), Some(y)) if t.descending => y.cmp(&x),
+            (Some(x), Some(y)) => x.cmp(&y),
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (None, None) => Ordering::Equal,
+        };
+        if o != Ordering::Equal {
+            return o;
+        }
+    }
+    b.run
+        .created_ms
+        .cmp(&a.run.created_ms)
+        .then_with(|| a.run.run.cmp(&b.run.run))
 }
 
 /// The runs of the request's `experiment_ids`, by the experiment names they carry (`None`: no
@@ -482,6 +587,87 @@ pub(crate) fn parse_page_token(t: &str) -> Result<SearchCursor, MlflowError> {
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .ok_or_else(|| MlflowError::invalid(format!("Invalid page token '{t}'")))
+}
+
+/// The page token of an ordering by several clauses: how many runs earlier pages held.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct OffsetToken {
+    offset: usize,
+}
+
+fn offset_token(offset: usize) -> String {
+    hex::encode(serde_json::to_vec(&OffsetToken { offset }).unwrap_or_default())
+}
+
+fn parse_offset_token(t: &str) -> Result<usize, MlflowError> {
+    hex::decode(t)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<OffsetToken>(&b).ok())
+        .map(|o| o.offset)
+        .ok_or_else(|| MlflowError::invalid(format!("Invalid page token '{t}'")))
+}
+
+/// Whether two runs tie on the views' sort.
+fn same_sort_value(a: &Option<SortValue>, b: &Option<SortValue>) -> bool {
+    match (a, b) {
+        (Some(x), Some(y)) => x.cmp_contract(y) == std::cmp::Ordering::Equal,
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+/// Keyset pages read for an ordering by several clauses.
+const ORDERED_READ: usize = 1_000;
+
+/// A page ordered by several clauses, cut out by offset as MLflow's own server pages: the runs
+/// in the first clause's order (the views' sort, read a keyset page at a time) up to the end of
+/// the tie the page ends in, each tie ordered by the further clauses.
+async fn ordered_page(
+    st: &MlflowState,
+    mut search: RunSearch,
+    then: &[Then],
+    offset: usize,
+) -> Result<(Vec<runstream_views::RunDetail>, Option<String>), MlflowError> {
+    let max = search.limit;
+    let want = offset.saturating_add(max);
+    search.limit = ORDERED_READ;
+    let mut found: Vec<(Option<SortValue>, runstream_views::RunDetail)> = Vec::new();
+    let mut more = true;
+    loop {
+        let (page, details) = st.ingest.views.search_run_details(search.clone()).await?;
+        let mut by_run: std::collections::HashMap<String, runstream_views::RunDetail> =
+            details.into_iter().map(|d| (d.run.run.clone(), d)).collect();
+        for f in page.runs {
+            if let Some(d) = by_run.remove(&f.run.run) {
+                found.push((f.sort_value, d));
+            }
+        }
+        let Some(next) = page.next else {
+            more = false;
+            break;
+        };
+        search.after = Some(next);
+        // Done once a run past the page's last one ties with it no more.
+        if found.len() > want
+            && let (Some(last_wanted), Some(last)) = (found.get(want - 1), found.last())
+            && !same_sort_value(&last_wanted.0, &last.0)
+        {
+            break;
+        }
+    }
+    let mut i = 0;
+    while i < found.len() {
+        let mut j = i + 1;
+        while j < found.len() && same_sort_value(&found[i].0, &found[j].0) {
+            j += 1;
+        }
+        found[i..j].sort_by(|a, b| order_then(then, &a.1, &b.1));
+        i = j;
+    }
+    let total = found.len();
+    let page = found.into_iter().skip(offset).take(max).map(|(_, d)| d).collect();
+    let next = (more || want < total).then(|| offset_token(want));
+    Ok((page, next))
 }
 
 #[derive(serde::Serialize)]
@@ -516,34 +702,36 @@ pub(crate) async fn search_runs(
         });
     }
     filter = Filter::And(all);
-    let sort = parse_order(req.list("order_by"))?;
-    let after = req
-        .str("page_token")?
-        .filter(|t| !t.is_empty())
-        .map(|t| parse_page_token(&t))
-        .transpose()?;
-    st.caught_up().await?;
-    let (page, details) = st
-        .ingest
-        .views
-        .search_run_details(RunSearch {
-            project: ctx.key.clone(),
-            filter,
-            include_deleted,
-            sort,
-            after,
-            limit: max as usize,
-            columns: Vec::new(),
-        })
-        .await?;
+    let order = parse_order(req.list("order_by"))?;
+    let token = req.str("page_token")?.filter(|t| !t.is_empty());
+    let search = RunSearch {
+        project: ctx.key.clone(),
+        filter,
+        include_deleted,
+        sort: order.first.clone(),
+        after: None,
+        limit: max as usize,
+        columns: Vec::new(),
+    };
+    let (details, next_page_token) = if order.then.is_empty() {
+        let after = token.map(|t| parse_page_token(&t)).transpose()?;
+        st.caught_up().await?;
+        let (page, details) = st
+            .ingest
+            .views
+            .search_run_details(RunSearch { after, ..search })
+            .await?;
+        (details, page.next.as_ref().map(page_token))
+    } else {
+        let offset = token.map(|t| parse_offset_token(&t)).transpose()?.unwrap_or(0);
+        st.caught_up().await?;
+        ordered_page(&st, search, &order.then, offset).await?
+    };
     let mut runs = Vec::with_capacity(details.len());
     for d in &details {
         runs.push(crate::runs::run_out(&st, &ctx, d).await?);
     }
-    let answer = RunsPage {
-        runs,
-        next_page_token: page.next.as_ref().map(page_token),
-    };
+    let answer = RunsPage { runs, next_page_token };
     Ok(axum::response::IntoResponse::into_response(axum::Json(answer)))
 }
 
@@ -610,13 +798,82 @@ mod tests {
 
     #[test]
     fn order_by_takes_a_key_and_a_direction() {
-        let s = parse_order(&[json!("metrics.`val loss` DESC")]).unwrap();
+        let s = parse_order(&[json!("metrics.`val loss` DESC")]).unwrap().first;
         assert_eq!(s.field, Field::Metric("val loss".into(), MetricAgg::Last));
         assert!(s.descending);
-        let s = parse_order(&[json!("attributes.start_time")]).unwrap();
+        let s = parse_order(&[json!("attributes.start_time")]).unwrap().first;
         assert_eq!(s.field, Field::System(SystemField::Created));
         assert!(!s.descending);
         assert!(parse_order(&[json!("metrics.a SIDEWAYS")]).is_err());
+    }
+
+    fn run(id: &str, created_ms: i64, loss: Option<f64>, opt: Option<&str>) -> runstream_views::RunDetail {
+        runstream_views::RunDetail {
+            run: runstream_views::RunRow {
+                run: id.into(),
+                name: id.into(),
+                experiment: "e".into(),
+                parent_run: None,
+                description: String::new(),
+                owner: "u".into(),
+                state: "running".into(),
+                state_message: String::new(),
+                created_ms,
+                updated_ms: created_ms,
+                finished_ms: None,
+                heartbeat_ms: None,
+                deleted: false,
+            },
+            attributes: opt
+                .map(|o| vec![("params/opt".to_string(), runstream_schema::Value::String(o.into()))])
+                .unwrap_or_default(),
+            tags: Vec::new(),
+            series: loss
+                .map(|v| {
+                    vec![runstream_views::SeriesSummary {
+                        path: "loss".into(),
+                        kind: "float".into(),
+                        count: 1,
+                        first_step: Some(0),
+                        last_step: Some(0),
+                        last_value: Some(v),
+                        min: Some(v),
+                        max: Some(v),
+                        mean: Some(v),
+                        last_time_ms: Some(0),
+                    }]
+                })
+                .unwrap_or_default(),
+            files: Vec::new(),
+            lineage: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn further_clauses_order_ties_with_missing_values_last() {
+        let order = parse_order(&[json!("params.opt"), json!("metrics.loss DESC"), json!("params.opt")]).unwrap();
+        assert_eq!(order.then.len(), 2);
+        let mut runs = [
+            run("a", 1, None, Some("x")),
+            run("b", 1, Some(0.5), None),
+            run("c", 1, Some(f64::NAN), None),
+            run("d", 1, Some(2.0), Some("y")),
+            run("e", 1, Some(2.0), Some("x")),
+            run("f", 2, None, None),
+            run("g", 1, None, None),
+        ];
+        runs.sort_by(|a, b| order_then(&order.then, a, b));
+        let ids: Vec<&str> = runs.iter().map(|d| d.run.run.as_str()).collect();
+        // NaN above every number, ties on both keys by creation (newest first) then run id.
+        assert_eq!(ids, ["c", "e", "d", "b", "a", "f", "g"]);
+        assert_eq!(parse_offset_token(&offset_token(7)).unwrap(), 7);
+        assert!(
+            parse_offset_token(&page_token(&SearchCursor {
+                value: None,
+                run: "r".into()
+            }))
+            .is_err()
+        );
     }
 
     #[test]

@@ -229,10 +229,34 @@ def test_search_runs_filters_orders_and_pages(server):
             break
     assert seen == [ids[i] for i in reversed(range(10))]
 
+    # Further clauses order the runs that tie on the first, on every page.
+    by_opt = [ids[i] for i in (8, 6, 4, 2, 0, 9, 7, 5, 3, 1)]
+    found = c.search_runs([exp], order_by=["params.opt", "metrics.acc DESC"])
+    assert [r.info.run_id for r in found] == by_opt
+    seen, token = [], None
+    while True:
+        page = c.search_runs([exp], order_by=["params.opt ASC", "metrics.acc DESC"], max_results=3, page_token=token)
+        seen += [r.info.run_id for r in page]
+        token = page.token
+        if not token:
+            break
+    assert seen == by_opt
+    # A key no run has ties them all, and the further clauses order them.
+    found = c.search_runs([exp], order_by=["params.nowhere DESC", "tags.group DESC", "attributes.run_name DESC"])
+    assert [r.info.run_id for r in found] == [ids[i] for i in (9, 7, 5, 3, 1, 8, 6, 4, 2, 0)]
+    with pytest.raises(MlflowException) as e:
+        c.search_runs([exp], order_by=["params.opt", "metrics.acc"], page_token=page_token_of_first(c, exp))
+    assert error_code(e.value) == "INVALID_PARAMETER_VALUE"
+
     for bad in ("metrics.acc > 'x'", "params.opt > 'a'", "nonsense.key = 1", "metrics.acc >"):
         with pytest.raises(MlflowException) as e:
             c.search_runs([exp], bad)
         assert error_code(e.value) == "INVALID_PARAMETER_VALUE", bad
+
+
+def page_token_of_first(c, exp):
+    """A page token of a search ordered by one clause (a keyset token)."""
+    return c.search_runs([exp], order_by=["metrics.acc DESC"], max_results=1).token
 
 
 def test_metric_history_pages_and_bulk_interval(server):
