@@ -1303,6 +1303,18 @@ fn corpus() -> Vec<Case> {
         404,
         &["ghost-read"],
     ));
+    for (what, tail) in [
+        ("series: unknown run", "series?path=loss"),
+        ("series: unknown run, bucketed", "series?path=loss&buckets=10"),
+        ("lines: unknown run", "lines?path=log"),
+    ] {
+        c.push(get(
+            what,
+            format!("{RUNS}/ghost-read/{tail}"),
+            404,
+            &["ghost-read", "does not exist"],
+        ));
+    }
     c.push(get("series: no path", run_path("/series"), 400, &["query", "path"]));
     c.push(get(
         "series: 0 buckets",
