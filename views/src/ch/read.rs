@@ -442,8 +442,12 @@ pub(super) async fn buckets(
             levels.push((level as u8, first, last));
         }
     }
-    let mut stored: std::collections::BTreeMap<(u8, i64), Agg> = Default::default();
-    if !levels.is_empty() {
+    // The rollup rows and the raw edges are independent reads: in flight together.
+    let rollups = async {
+        let mut stored: std::collections::BTreeMap<(u8, i64), Agg> = Default::default();
+        if levels.is_empty() {
+            return Ok(stored);
+        }
         let conds = vec!["(level = ? AND bucket BETWEEN ? AND ?)"; levels.len()].join(" OR ");
         let mut q = v
             .sql(&format!(
@@ -472,7 +476,14 @@ pub(super) async fn buckets(
                 },
             );
         }
-    }
+        Ok(stored)
+    };
+    let edges = futures::future::try_join_all(plan.iter().filter_map(|piece| match *piece {
+        rollup::Piece::Raw { from, to } => Some(points(v, key, from, to, usize::MAX >> 1)),
+        rollup::Piece::Level { .. } => None,
+    }));
+    let (stored, edges) = futures::try_join!(rollups, edges)?;
+    let mut edges = edges.into_iter();
     let mut parts = Vec::new();
     for piece in plan {
         match piece {
@@ -483,8 +494,8 @@ pub(super) async fn buckets(
                         .map(|(_, a)| *a),
                 );
             }
-            rollup::Piece::Raw { from, to } => {
-                for p in points(v, key, from, to, usize::MAX >> 1).await? {
+            rollup::Piece::Raw { .. } => {
+                for p in edges.next().unwrap_or_default() {
                     let mut a = Agg::EMPTY;
                     a.add(p.step, p.time_ms, p.value);
                     parts.push(a);
