@@ -226,6 +226,8 @@ pub fn router(state: MlflowState) -> Router {
 }
 
 async fn not_found(method: axum::http::Method, uri: axum::http::Uri) -> MlflowError {
+    // Tells an operator which MLflow endpoints the clients in use need.
+    tracing::info!(%method, path = uri.path(), "an MLflow client called an endpoint runstream does not serve");
     MlflowError::new(
         axum::http::StatusCode::NOT_FOUND,
         "ENDPOINT_NOT_FOUND",
