@@ -76,7 +76,8 @@ async fn replay_into(log: std::sync::Arc<dyn runstream_log::EventLog>, url: &str
     let views = runstream_views::open(url)
         .await
         .with_context(|| format!("opening {url}"))?;
-    let projector = runstream_projector::Projector::new(log, views, Default::default());
+    let config = runstream_projector::ProjectorConfig::for_views(url);
+    let projector = runstream_projector::Projector::new(log, views, config);
     projector.catch_up().await?;
     let points = projector.stats.points.load(std::sync::atomic::Ordering::Relaxed);
     let events = projector.stats.events.load(std::sync::atomic::Ordering::Relaxed);

@@ -180,7 +180,7 @@ pub async fn serve(cfg: Config, roles: Roles) -> anyhow::Result<()> {
         // generation being rebuilt) gets a group of its own, so each folds every partition.
         let config = ProjectorConfig {
             group: projector_group(&views_url),
-            ..ProjectorConfig::default()
+            ..ProjectorConfig::for_views(&views_url)
         };
         let stats = Arc::new(ProjectorStats::default());
         metrics.projector = Some(stats.clone());

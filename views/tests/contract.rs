@@ -686,3 +686,57 @@ async fn clickhouse_migration_fills_the_attributes_by_path() {
         vec![("r1".to_string(), Some(Value::Float(0.2)))]
     );
 }
+
+/// A flush larger than one Native block (65,536 rows) reaches the points table whole, in order,
+/// series after series; and the key tables get a row once per process, not once per flush.
+#[tokio::test]
+async fn clickhouse_large_flushes_and_key_rows() {
+    let url = support::clickhouse_url("blocks");
+    let store = ClickHouseViews::open(&url).await.unwrap();
+    let n = 150_000i64;
+    let mut b = batch(0, (0..n).collect(), (0..n).map(|s| s as f64 * 0.5).collect(), 1);
+    b.float_series.push(FloatSeriesRows {
+        key: key("acc"),
+        steps: (0..70_000).collect(),
+        times_ms: (0..70_000).map(|s| 1000 + s).collect(),
+        values: (0..70_000).map(|s| -(s as f64)).collect(),
+    });
+    store.apply(b).await.unwrap();
+    let loss = store.read_points(&key("loss"), 0, i64::MAX, 1_000_000).await.unwrap();
+    assert_eq!(loss.len(), n as usize);
+    assert!(
+        loss.iter()
+            .enumerate()
+            .all(|(i, p)| p.step == i as i64 && p.time_ms == 1000 + i as i64 && p.value == i as f64 * 0.5),
+        "every point in step order with its time and value"
+    );
+    let acc = store.read_points(&key("acc"), 65_530, 65_540, 100).await.unwrap();
+    assert_eq!(
+        acc.iter().map(|p| (p.step, p.value)).collect::<Vec<_>>(),
+        (65_530..=65_540).map(|s| (s, -(s as f64))).collect::<Vec<_>>()
+    );
+
+    store.apply(batch(1, vec![n], vec![1.0], 2)).await.unwrap();
+    let u = ClickHouseUrl::parse(&url).unwrap();
+    let client = u.client().with_database(&u.database);
+    let rows = |table: &'static str| {
+        let client = client.clone();
+        async move {
+            client
+                .query(&format!("SELECT count() FROM g0_{table}"))
+                .fetch_one::<u64>()
+                .await
+                .unwrap()
+        }
+    };
+    // Two flushes, each with params/lr and loss; acc once: one row per key, merged or not.
+    assert_eq!(rows("series_keys").await, 2);
+    assert_eq!(rows("attribute_keys").await, 1);
+    // Another process writes its first flush's keys again, which changes nothing.
+    let other = ClickHouseViews::open(&url).await.unwrap();
+    other.apply(batch(2, vec![n + 1], vec![2.0], 3)).await.unwrap();
+    assert_eq!(rows("series_keys").await, 3);
+    let mut metrics = other.catalog("w/p").await.unwrap().metrics;
+    metrics.sort_unstable();
+    assert_eq!(metrics, ["acc", "loss"]);
+}

@@ -1,4 +1,5 @@
-//! The distributed views: tables in a ClickHouse server, reached over HTTP with RowBinary.
+//! The distributed views: tables in a ClickHouse server, reached over HTTP: RowBinary for most
+//! rows, the Native format (see [`native`]) for the points and lines, which are most of them.
 //!
 //! ClickHouse has no transactions and no in-place updates, so the layout is append-only:
 //! - Every table is a `ReplacingMergeTree` keyed like its SQLite twin, and every row carries a
@@ -14,7 +15,8 @@
 //!   id is recorded only once every row of its flush is in, so skipping known events on replay
 //!   never skips a row that is missing. The inserts of one stage run concurrently (the rows of
 //!   every table, then the events and their ids), each on its own connection, so the server
-//!   parses one while the projector encodes the next.
+//!   parses one while the projector encodes the next. The key tables (`attribute_keys`,
+//!   `series_keys`) get a row once per process and generation, not in every flush.
 //! - Rollups cannot be summed in the server (a step written again would count twice), so the
 //!   projector recomputes the buckets a flush dirties, as the SQLite views do: it reads the
 //!   stored points of the dirty finest buckets and the stored rows of the finer levels, merges
@@ -26,6 +28,7 @@
 
 mod analytics;
 pub mod generations;
+mod native;
 mod read;
 mod search;
 mod write;
@@ -194,7 +197,12 @@ pub struct ClickHouseViews {
     /// Whether the URL named the generation: such views never follow another.
     pinned: bool,
     pub(crate) version: String,
+    /// Rows of the key tables this process has written, by full table name.
+    written_keys: std::sync::Mutex<std::collections::HashSet<String>>,
 }
+
+/// Key-table rows remembered at most; past it the memory starts afresh.
+const WRITTEN_KEYS: usize = 100_000;
 
 impl ClickHouseViews {
     /// Connects, creates the database and brings the generation's tables (the URL's, else the
@@ -222,6 +230,7 @@ impl ClickHouseViews {
             prefix: std::sync::RwLock::new(format!("{generation}_")),
             pinned: u.generation.is_some(),
             version,
+            written_keys: Default::default(),
         };
         views.migrate().await?;
         Ok(views)
@@ -317,6 +326,31 @@ impl ClickHouseViews {
         format!("{}{name}", self.prefix())
     }
 
+    /// The rows of a key table (`attribute_keys`, `series_keys`: project, path, type) this process
+    /// has not written yet. A key table only says which keys exist: writing a row again changes
+    /// nothing, but costs the server a part in every flush.
+    fn unwritten_keys<'a>(
+        &self,
+        table: &str,
+        keys: Vec<(&'a str, &'a str, &'a str)>,
+    ) -> Vec<(&'a str, &'a str, &'a str)> {
+        let table = self.table(table);
+        let written = self.written_keys.lock().unwrap_or_else(|e| e.into_inner());
+        keys.into_iter()
+            .filter(|k| !written.contains(&key_row(&table, k)))
+            .collect()
+    }
+
+    /// Notes key-table rows the server has taken.
+    fn keys_written(&self, table: &str, keys: &[(&str, &str, &str)]) {
+        let table = self.table(table);
+        let mut written = self.written_keys.lock().unwrap_or_else(|e| e.into_inner());
+        if written.len() + keys.len() > WRITTEN_KEYS {
+            written.clear();
+        }
+        written.extend(keys.iter().map(|k| key_row(&table, k)));
+    }
+
     /// Runs `sql` with `{t}` standing for the table prefix.
     fn sql(&self, sql: &str) -> clickhouse::query::Query {
         self.client.query(&sql.replace("{t}", &self.prefix()))
@@ -356,6 +390,10 @@ impl ClickHouseViews {
     pub fn server_version(&self) -> &str {
         &self.version
     }
+}
+
+fn key_row(table: &str, (project, path, kind): &(&str, &str, &str)) -> String {
+    format!("{table}\0{project}\0{path}\0{kind}")
 }
 
 pub(crate) fn storage(e: clickhouse::error::Error) -> ViewError {

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use runstream_schema::Value;
 
-use super::{CheckpointRec, ClickHouseViews, IdRec, id_halves, storage};
+use super::{CheckpointRec, ClickHouseViews, IdRec, id_halves, native, storage};
 use crate::rollup::{self, Agg, LEVELS};
 use crate::*;
 
@@ -124,28 +124,6 @@ struct SeriesKeyRec<'a> {
     project: &'a str,
     path: &'a str,
     kind: &'a str,
-}
-
-#[derive(Row, Serialize)]
-struct PointRec<'a> {
-    project: &'a str,
-    run: &'a str,
-    path: &'a str,
-    step: i64,
-    time_ms: i64,
-    value: f64,
-    ver: u64,
-}
-
-#[derive(Row, Serialize)]
-struct LineRec<'a> {
-    project: &'a str,
-    run: &'a str,
-    path: &'a str,
-    step: i64,
-    time_ms: i64,
-    line: &'a str,
-    ver: u64,
 }
 
 #[derive(Row, Serialize)]
@@ -393,13 +371,7 @@ async fn write_attributes(views: &ClickHouseViews, batch: &RowBatch, ver: &Versi
     futures::try_join!(
         insert_rows::<AttrRec>(views, "attributes", &attributes),
         insert_rows::<AttrRec>(views, "attributes_by_path", &attributes),
-        insert_all::<AttrKeyRec<'_>>(
-            views,
-            "attribute_keys",
-            keys.into_iter()
-                .map(|(project, path, vtype)| AttrKeyRec { project, path, vtype })
-                .collect(),
-        ),
+        insert_keys(views, KeyTable::Attributes, keys),
     )?;
     Ok(())
 }
@@ -617,6 +589,99 @@ fn runs_of(set: &std::collections::BTreeSet<i64>) -> Vec<(i64, i64)> {
     out
 }
 
+/// The rows of a series as the points and lines tables hold them.
+trait StepRows {
+    fn key(&self) -> &SeriesKey;
+    fn steps(&self) -> &[i64];
+    fn times_ms(&self) -> &[i64];
+}
+
+impl StepRows for FloatSeriesRows {
+    fn key(&self) -> &SeriesKey {
+        &self.key
+    }
+    fn steps(&self) -> &[i64] {
+        &self.steps
+    }
+    fn times_ms(&self) -> &[i64] {
+        &self.times_ms
+    }
+}
+
+impl StepRows for StringSeriesRows {
+    fn key(&self) -> &SeriesKey {
+        &self.key
+    }
+    fn steps(&self) -> &[i64] {
+        &self.steps
+    }
+    fn times_ms(&self) -> &[i64] {
+        &self.times_ms
+    }
+}
+
+/// Inserts every row of `series` into `table` (project, run, path, step, time_ms, the value
+/// column `value` writes, ver) in Native blocks.
+async fn insert_series<T: StepRows>(
+    views: &ClickHouseViews,
+    table: &str,
+    series: &[T],
+    ver: &Versions,
+    value: impl Fn(&mut native::NativeBlock, &[(&T, std::ops::Range<usize>)]),
+) -> Result<(), ViewError> {
+    let mut insert = native::Insert::new(views, table);
+    for pieces in blocks(series, |s| s.steps().len()) {
+        let rows = pieces.iter().map(|(_, r)| r.len()).sum();
+        let mut block = native::NativeBlock::new(7, rows, 64);
+        block.repeated(
+            "project",
+            pieces.iter().map(|(s, r)| (s.key().project.as_str(), r.len())),
+        );
+        block.repeated("run", pieces.iter().map(|(s, r)| (s.key().run.as_str(), r.len())));
+        block.repeated("path", pieces.iter().map(|(s, r)| (s.key().path.as_str(), r.len())));
+        block.slices("step", pieces.iter().map(|(s, r)| &s.steps()[r.clone()]));
+        block.slices("time_ms", pieces.iter().map(|(s, r)| &s.times_ms()[r.clone()]));
+        value(&mut block, &pieces);
+        block.fixed(
+            "ver",
+            pieces
+                .iter()
+                .flat_map(|(s, r)| std::iter::repeat_n(ver.get(&s.key().project, &s.key().run), r.len())),
+        );
+        insert.send(views, block).await?;
+    }
+    insert.end().await
+}
+
+/// Rows sent in one Native block: small enough that the server reads a block while the next
+/// is encoded, large enough that a block's overhead does not count.
+const BLOCK_ROWS: usize = 1 << 16;
+
+/// The series' rows cut into blocks of [`BLOCK_ROWS`]: each block the pieces of the series
+/// (and the range of each one's rows) it holds, in order.
+fn blocks<T>(series: &[T], len: impl Fn(&T) -> usize) -> Vec<Vec<(&T, std::ops::Range<usize>)>> {
+    let mut out = Vec::new();
+    let mut block = Vec::new();
+    let mut rows = 0;
+    for s in series {
+        let (mut from, n) = (0, len(s));
+        while from < n {
+            let take = (BLOCK_ROWS - rows).min(n - from);
+            block.push((s, from..from + take));
+            rows += take;
+            from += take;
+            if rows == BLOCK_ROWS {
+                out.push(std::mem::take(&mut block));
+                rows = 0;
+            }
+        }
+    }
+    if !block.is_empty() {
+        out.push(block);
+    }
+    out
+}
+
 /// Reads what the recomputation needs (stored points of the dirty finest buckets, stored rows of
 /// the finer levels under dirty coarser buckets, and every top-level row for the summary) in two
 /// queries for the whole batch, then writes points, rollups and series summaries.
@@ -626,26 +691,9 @@ async fn write_float_series(views: &ClickHouseViews, batch: &RowBatch, ver: &Ver
     }
     // The points go in while the rollups are read back and recomputed: what the read-back
     // sees of them is what the overlay writes again, so either order gives the same rows.
-    let points = insert_all::<PointRec<'_>>(
-        views,
-        "points",
-        batch
-            .float_series
-            .iter()
-            .flat_map(|s| {
-                let v = ver.get(&s.key.project, &s.key.run);
-                (0..s.steps.len()).map(move |j| PointRec {
-                    project: &s.key.project,
-                    run: &s.key.run,
-                    path: &s.key.path,
-                    step: s.steps[j],
-                    time_ms: s.times_ms[j],
-                    value: s.values[j],
-                    ver: v,
-                })
-            })
-            .collect(),
-    );
+    let points = insert_series(views, "points", &batch.float_series, ver, |block, pieces| {
+        block.slices("value", pieces.iter().map(|(s, r)| &s.values[r.clone()]));
+    });
     let rollups = async {
         let dirty: Vec<Vec<std::collections::BTreeSet<i64>>> = batch
             .float_series
@@ -654,8 +702,8 @@ async fn write_float_series(views: &ClickHouseViews, batch: &RowBatch, ver: &Ver
             .collect();
 
         // Stored points of the dirty level-0 buckets.
-        let mut stored_points: HashMap<Key, Vec<(i64, i64, f64)>> = HashMap::new();
-        {
+        let read_points = async {
+            let mut stored_points: HashMap<Key, Vec<(i64, i64, f64)>> = HashMap::new();
             let mut conds = Vec::new();
             let mut binds: Vec<(String, String, String, i64, i64)> = Vec::new();
             for (s, d) in batch.float_series.iter().zip(&dirty) {
@@ -686,13 +734,14 @@ async fn write_float_series(views: &ClickHouseViews, batch: &RowBatch, ver: &Ver
                         .push((p.step, p.time_ms, p.value));
                 }
             }
-        }
+            Ok::<_, ViewError>(stored_points)
+        };
 
         // Stored rows of levels 0..top-1 under dirty buckets of the level above, and every row of
         // the top level (the series summary merges them).
         let top = LEVELS.len() - 1;
-        let mut stored_aggs: HashMap<Key, BTreeMap<(usize, i64), Agg>> = HashMap::new();
-        {
+        let read_aggs = async {
+            let mut stored_aggs: HashMap<Key, BTreeMap<(usize, i64), Agg>> = HashMap::new();
             let mut conds = Vec::new();
             let mut binds: Vec<(String, String, String, u8, i64, i64)> = Vec::new();
             for (s, d) in batch.float_series.iter().zip(&dirty) {
@@ -736,7 +785,10 @@ async fn write_float_series(views: &ClickHouseViews, batch: &RowBatch, ver: &Ver
                         .insert((usize::from(a.level), a.bucket), a.agg());
                 }
             }
-        }
+            Ok::<_, ViewError>(stored_aggs)
+        };
+        // The two read-backs are independent: one round trip's wait, not two.
+        let (mut stored_points, stored_aggs) = futures::try_join!(read_points, read_aggs)?;
 
         let mut rollup_rows: Vec<(usize, usize, i64, Agg)> = Vec::new();
         let mut summaries: Vec<(usize, Agg)> = Vec::new();
@@ -764,71 +816,102 @@ async fn write_float_series(views: &ClickHouseViews, batch: &RowBatch, ver: &Ver
             }
         }
 
-        insert_all::<RollupRec<'_>>(
-            views,
-            "rollups",
-            rollup_rows
-                .iter()
-                .map(|(i, level, bucket, a)| {
-                    let s = &batch.float_series[*i];
-                    RollupRec {
-                        project: &s.key.project,
-                        run: &s.key.run,
-                        path: &s.key.path,
-                        level: *level as u8,
-                        bucket: *bucket,
-                        count: a.count,
-                        n_values: a.n_values,
-                        min: a.min,
-                        max: a.max,
-                        sum: a.sum,
-                        first_step: a.first_step,
-                        last_step: a.last_step,
-                        last_value: a.last_value,
-                        last_time_ms: a.last_time_ms,
-                        ver: ver.get(&s.key.project, &s.key.run),
-                    }
-                })
-                .collect(),
-        )
-        .await?;
-        insert_all::<SeriesRec<'_>>(
-            views,
-            "series",
-            summaries
-                .iter()
-                .map(|(i, a)| {
-                    let s = &batch.float_series[*i];
-                    SeriesRec::new(
-                        &s.key.project,
-                        &s.key.run,
-                        &s.key.path,
-                        "float",
-                        a,
-                        ver.get(&s.key.project, &s.key.run),
-                    )
-                })
-                .collect(),
-        )
-        .await?;
-        insert_all::<SeriesKeyRec<'_>>(
-            views,
-            "series_keys",
-            series_keys(batch.float_series.iter().map(|s| &s.key), "float"),
-        )
-        .await
+        // Rows of different tables: no order among them matters.
+        futures::try_join!(
+            insert_all::<RollupRec<'_>>(
+                views,
+                "rollups",
+                rollup_rows
+                    .iter()
+                    .map(|(i, level, bucket, a)| {
+                        let s = &batch.float_series[*i];
+                        RollupRec {
+                            project: &s.key.project,
+                            run: &s.key.run,
+                            path: &s.key.path,
+                            level: *level as u8,
+                            bucket: *bucket,
+                            count: a.count,
+                            n_values: a.n_values,
+                            min: a.min,
+                            max: a.max,
+                            sum: a.sum,
+                            first_step: a.first_step,
+                            last_step: a.last_step,
+                            last_value: a.last_value,
+                            last_time_ms: a.last_time_ms,
+                            ver: ver.get(&s.key.project, &s.key.run),
+                        }
+                    })
+                    .collect(),
+            ),
+            insert_all::<SeriesRec<'_>>(
+                views,
+                "series",
+                summaries
+                    .iter()
+                    .map(|(i, a)| {
+                        let s = &batch.float_series[*i];
+                        SeriesRec::new(
+                            &s.key.project,
+                            &s.key.run,
+                            &s.key.path,
+                            "float",
+                            a,
+                            ver.get(&s.key.project, &s.key.run),
+                        )
+                    })
+                    .collect(),
+            ),
+            insert_keys(
+                views,
+                KeyTable::Series,
+                series_keys(batch.float_series.iter().map(|s| &s.key), "float")
+            ),
+        )?;
+        Ok(())
     };
     futures::try_join!(points, rollups)?;
     Ok(())
 }
 
-fn series_keys<'a>(keys: impl Iterator<Item = &'a SeriesKey>, kind: &'a str) -> Vec<SeriesKeyRec<'a>> {
-    let mut seen: Vec<(&str, &str)> = keys.map(|k| (k.project.as_str(), k.path.as_str())).collect();
+/// The distinct (project, path, kind) of the series.
+fn series_keys<'a>(keys: impl Iterator<Item = &'a SeriesKey>, kind: &'a str) -> Vec<(&'a str, &'a str, &'a str)> {
+    let mut seen: Vec<(&str, &str, &str)> = keys.map(|k| (k.project.as_str(), k.path.as_str(), kind)).collect();
     seen.sort_unstable();
     seen.dedup();
-    seen.into_iter()
-        .map(|(project, path)| SeriesKeyRec { project, path, kind })
-        .collect()
+    seen
+}
+
+enum KeyTable {
+    Attributes,
+    Series,
+}
+
+/// Writes the rows of a key table (project, path, type) that this process has not written to
+/// the generation yet (see [`ClickHouseViews::unwritten_keys`]).
+async fn insert_keys(views: &ClickHouseViews, table: KeyTable, keys: Vec<(&str, &str, &str)>) -> Result<(), ViewError> {
+    let name = match table {
+        KeyTable::Attributes => "attribute_keys",
+        KeyTable::Series => "series_keys",
+    };
+    let keys = views.unwritten_keys(name, keys);
+    match table {
+        KeyTable::Attributes => {
+            let rows = keys
+                .iter()
+                .map(|&(project, path, vtype)| AttrKeyRec { project, path, vtype });
+            insert_all::<AttrKeyRec<'_>>(views, name, rows.collect()).await?;
+        }
+        KeyTable::Series => {
+            let rows = keys
+                .iter()
+                .map(|&(project, path, kind)| SeriesKeyRec { project, path, kind });
+            insert_all::<SeriesKeyRec<'_>>(views, name, rows.collect()).await?;
+        }
+    }
+    views.keys_written(name, &keys);
+    Ok(())
 }
 
 /// Stored points (in step order) overlaid with a flush's points (in step order): a step written
@@ -867,26 +950,14 @@ async fn write_string_series(views: &ClickHouseViews, batch: &RowBatch, ver: &Ve
     if batch.string_series.is_empty() {
         return Ok(());
     }
-    insert_all::<LineRec<'_>>(
-        views,
-        "lines",
-        batch
-            .string_series
-            .iter()
-            .flat_map(|s| {
-                let v = ver.get(&s.key.project, &s.key.run);
-                (0..s.steps.len()).map(move |j| LineRec {
-                    project: &s.key.project,
-                    run: &s.key.run,
-                    path: &s.key.path,
-                    step: s.steps[j],
-                    time_ms: s.times_ms[j],
-                    line: &s.lines[j],
-                    ver: v,
-                })
-            })
-            .collect(),
-    )
+    insert_series(views, "lines", &batch.string_series, ver, |block, pieces| {
+        block.strings(
+            "line",
+            pieces
+                .iter()
+                .flat_map(|(s, r)| s.lines[r.clone()].iter().map(String::as_str)),
+        );
+    })
     .await?;
     // Summaries from the stored lines, now that this flush's are among them.
     // In chunks, so that a flush touching many series keeps each statement small.
@@ -919,9 +990,9 @@ async fn write_string_series(views: &ClickHouseViews, batch: &RowBatch, ver: &Ve
             .collect(),
     )
     .await?;
-    insert_all::<SeriesKeyRec<'_>>(
+    insert_keys(
         views,
-        "series_keys",
+        KeyTable::Series,
         series_keys(batch.string_series.iter().map(|s| &s.key), "string"),
     )
     .await
