@@ -7,6 +7,8 @@
 //! attributes `run_id`, `run_name`, `status`, `user_id`, `start_time`, `end_time` (with or
 //! without the `attributes.` prefix). A key's name may be quoted with backticks or double quotes.
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use runstream_schema::Role;
 use runstream_views::search::{
@@ -627,15 +629,15 @@ async fn ordered_page(
     mut search: RunSearch,
     then: &[Then],
     offset: usize,
-) -> Result<(Vec<runstream_views::RunDetail>, Option<String>), MlflowError> {
+) -> Result<(Vec<Arc<runstream_views::RunDetail>>, Option<String>), MlflowError> {
     let max = search.limit;
     let want = offset.saturating_add(max);
     search.limit = ORDERED_READ;
-    let mut found: Vec<(Option<SortValue>, runstream_views::RunDetail)> = Vec::new();
+    let mut found: Vec<(Option<SortValue>, Arc<runstream_views::RunDetail>)> = Vec::new();
     let mut more = true;
     loop {
         let (page, details) = st.ingest.views.search_run_details(search.clone()).await?;
-        let mut by_run: std::collections::HashMap<String, runstream_views::RunDetail> =
+        let mut by_run: std::collections::HashMap<String, Arc<runstream_views::RunDetail>> =
             details.into_iter().map(|d| (d.run.run.clone(), d)).collect();
         for f in page.runs {
             if let Some(d) = by_run.remove(&f.run.run) {

@@ -73,13 +73,14 @@ pub trait ViewStore: Send + Sync + 'static {
     async fn search_runs(&self, search: RunSearch) -> Result<SearchPage, ViewError>;
 
     /// One page of a search with each of its runs read in full ([`ViewStore::get_runs`]), from
-    /// one snapshot where the store can (MLflow's search answers whole runs).
-    async fn search_run_details(&self, search: RunSearch) -> Result<(SearchPage, Vec<RunDetail>), ViewError> {
+    /// one snapshot where the store can (MLflow's search answers whole runs). Shared, as a
+    /// store may keep them to answer again.
+    async fn search_run_details(&self, search: RunSearch) -> Result<(SearchPage, Vec<Arc<RunDetail>>), ViewError> {
         let project = search.project.clone();
         let page = self.search_runs(search).await?;
         let ids: Vec<String> = page.runs.iter().map(|f| f.run.run.clone()).collect();
         let details = self.get_runs(&project, &ids).await?;
-        Ok((page, details))
+        Ok((page, details.into_iter().map(Arc::new).collect()))
     }
 
     /// The runs a search selects, counted and summarised per value of a field.

@@ -41,16 +41,16 @@ impl DetailCache {
     }
 
     /// The run's detail, if it was read after its last change.
-    pub fn get(&self, project: &str, run: &str) -> Option<RunDetail> {
+    pub fn get(&self, project: &str, run: &str) -> Option<Arc<RunDetail>> {
         let key = (project.to_string(), run.to_string());
         let entry = self.entries.get(&key)?;
         let (read_at, detail) = &*entry;
         let changed = self.changed.get(&key).map_or(0, |c| *c);
-        (*read_at >= changed.max(self.floor.load(Ordering::SeqCst))).then(|| (**detail).clone())
+        (*read_at >= changed.max(self.floor.load(Ordering::SeqCst))).then(|| detail.clone())
     }
 
     /// Keeps a detail read after noting `read_at`.
-    pub fn put(&self, project: &str, read_at: u64, detail: &RunDetail) {
+    pub fn put(&self, project: &str, read_at: u64, detail: Arc<RunDetail>) {
         if self.entries.len() >= CAPACITY {
             // Reads noted before now are refused by the floor, as the changes they may
             // predate are forgotten.
@@ -61,7 +61,7 @@ impl DetailCache {
             return;
         }
         let key = (project.to_string(), detail.run.run.clone());
-        self.entries.insert(key, (read_at, Arc::new(detail.clone())));
+        self.entries.insert(key, (read_at, detail));
     }
 
     /// The runs a flush touches: its events' runs, and every row's, should one come without
@@ -142,13 +142,13 @@ mod tests {
     fn a_detail_is_served_until_a_flush_touches_its_run() {
         let c = DetailCache::default();
         let at = c.begin();
-        c.put("w/p", at, &detail("r1", "one"));
-        c.put("w/p", at, &detail("r2", "two"));
-        assert_eq!(c.get("w/p", "r1").map(|d| d.run.name), Some("one".into()));
+        c.put("w/p", at, Arc::new(detail("r1", "one")));
+        c.put("w/p", at, Arc::new(detail("r2", "two")));
+        assert_eq!(c.get("w/p", "r1").map(|d| d.run.name.clone()), Some("one".into()));
         assert!(c.get("w/other", "r1").is_none());
         c.changed(DetailCache::touched(&touching("r1")));
         assert!(c.get("w/p", "r1").is_none());
-        assert_eq!(c.get("w/p", "r2").map(|d| d.run.name), Some("two".into()));
+        assert_eq!(c.get("w/p", "r2").map(|d| d.run.name.clone()), Some("two".into()));
     }
 
     #[test]
@@ -157,12 +157,12 @@ mod tests {
         // A read notes the epoch, a flush of its run commits, then the read puts what it saw.
         let at = c.begin();
         c.changed(DetailCache::touched(&touching("r1")));
-        c.put("w/p", at, &detail("r1", "maybe old"));
+        c.put("w/p", at, Arc::new(detail("r1", "maybe old")));
         assert!(c.get("w/p", "r1").is_none());
         // Read again after the flush: served.
         let at = c.begin();
-        c.put("w/p", at, &detail("r1", "new"));
-        assert_eq!(c.get("w/p", "r1").map(|d| d.run.name), Some("new".into()));
+        c.put("w/p", at, Arc::new(detail("r1", "new")));
+        assert_eq!(c.get("w/p", "r1").map(|d| d.run.name.clone()), Some("new".into()));
     }
 
     #[test]
@@ -171,16 +171,16 @@ mod tests {
         let early = c.begin();
         c.changed(DetailCache::touched(&touching("r1")));
         for i in 0..CAPACITY {
-            c.put("w/p", c.begin(), &detail(&format!("x{i}"), "x"));
+            c.put("w/p", c.begin(), Arc::new(detail(&format!("x{i}"), "x")));
         }
         // Full: the next put empties it and forgets the changes, so a read noted before the
         // change is refused by the floor instead.
-        c.put("w/p", early, &detail("r1", "old"));
+        c.put("w/p", early, Arc::new(detail("r1", "old")));
         assert!(c.get("w/p", "x0").is_none());
-        c.put("w/p", early, &detail("r1", "old"));
+        c.put("w/p", early, Arc::new(detail("r1", "old")));
         assert!(c.get("w/p", "r1").is_none(), "a read from before the change was served");
         let now = c.begin();
-        c.put("w/p", now, &detail("r1", "new"));
-        assert_eq!(c.get("w/p", "r1").map(|d| d.run.name), Some("new".into()));
+        c.put("w/p", now, Arc::new(detail("r1", "new")));
+        assert_eq!(c.get("w/p", "r1").map(|d| d.run.name.clone()), Some("new".into()));
     }
 }

@@ -232,7 +232,7 @@ impl SqliteViews {
     ) -> Result<T, ViewError> {
         let pool = self.readers.clone();
         let path = self.path.clone();
-        tokio::task::spawn_blocking(move || {
+        let read = move || {
             let conn = pool.lock().expect("reader pool").pop();
             let conn = match conn {
                 Some(c) => c,
@@ -241,9 +241,25 @@ impl SqliteViews {
             let out = f(&conn);
             pool.lock().expect("reader pool").push(conn);
             out
-        })
-        .await
-        .map_err(|e| ViewError::Storage(format!("view reader panicked: {e}")))?
+        };
+        // On a multi-threaded runtime the read runs on this thread, which hands its other tasks
+        // to another worker meanwhile: a page read takes a fraction of a millisecond, about what
+        // waking a blocking-pool thread and being woken by it again costs. A single-threaded
+        // runtime has no worker to hand them to, so its reads go to the blocking pool.
+        if tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
+            tokio::task::block_in_place(|| std::panic::catch_unwind(std::panic::AssertUnwindSafe(read))).unwrap_or_else(
+                |p| {
+                    let text = (p.downcast_ref::<&str>().copied())
+                        .or_else(|| p.downcast_ref::<String>().map(String::as_str))
+                        .unwrap_or("no message");
+                    Err(ViewError::Storage(format!("view reader panicked: {text}")))
+                },
+            )
+        } else {
+            tokio::task::spawn_blocking(read)
+                .await
+                .map_err(|e| ViewError::Storage(format!("view reader panicked: {e}")))?
+        }
     }
 }
 
@@ -255,8 +271,8 @@ fn cached_runs(
     project: &str,
     runs: &[String],
     read: impl FnOnce(&[String]) -> Result<Vec<RunDetail>, ViewError>,
-) -> Result<Vec<RunDetail>, ViewError> {
-    let mut found: Vec<Option<RunDetail>> = runs.iter().map(|r| cache.get(project, r)).collect();
+) -> Result<Vec<Arc<RunDetail>>, ViewError> {
+    let mut found: Vec<Option<Arc<RunDetail>>> = runs.iter().map(|r| cache.get(project, r)).collect();
     let missing: Vec<String> = runs
         .iter()
         .zip(&found)
@@ -267,8 +283,8 @@ fn cached_runs(
         let mut read = read(&missing)?.into_iter().peekable();
         for (slot, run) in found.iter_mut().zip(runs) {
             if slot.is_none() && read.peek().is_some_and(|d| &d.run.run == run) {
-                let d = read.next().expect("peeked");
-                cache.put(project, read_at, &d);
+                let d = Arc::new(read.next().expect("peeked"));
+                cache.put(project, read_at, d.clone());
                 *slot = Some(d);
             }
         }
@@ -330,7 +346,7 @@ impl ViewStore for SqliteViews {
         self.read(move |c| search::search(c, &search)).await
     }
 
-    async fn search_run_details(&self, search: RunSearch) -> Result<(SearchPage, Vec<RunDetail>), ViewError> {
+    async fn search_run_details(&self, search: RunSearch) -> Result<(SearchPage, Vec<Arc<RunDetail>>), ViewError> {
         // One trip to a blocking thread and one snapshot for the page and the runs not cached.
         let details = self.details.clone();
         self.read(move |c| {
@@ -363,7 +379,7 @@ impl ViewStore for SqliteViews {
 
     async fn get_run(&self, project: &str, run: &str) -> Result<Option<RunDetail>, ViewError> {
         if let Some(d) = self.details.get(project, run) {
-            return Ok(Some(d));
+            return Ok(Some(RunDetail::clone(&d)));
         }
         let (p, r) = (project.to_string(), run.to_string());
         let details = self.details.clone();
@@ -371,7 +387,7 @@ impl ViewStore for SqliteViews {
             let read_at = details.begin();
             let found = read::get_run(c, &p, &r)?;
             if let Some(d) = &found {
-                details.put(&p, read_at, d);
+                details.put(&p, read_at, Arc::new(d.clone()));
             }
             Ok(found)
         })
@@ -387,7 +403,7 @@ impl ViewStore for SqliteViews {
             let tx = c.unchecked_transaction()?;
             let out = cached_runs(&details, read_at, &p, &rs, |missing| read::get_runs(&tx, &p, missing))?;
             tx.finish()?;
-            Ok(out)
+            Ok(out.into_iter().map(Arc::unwrap_or_clone).collect())
         })
         .await
     }
@@ -462,6 +478,37 @@ impl ViewStore for SqliteViews {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Reads run on the calling thread under a multi-threaded runtime and in the blocking pool
+    /// under a single-threaded one; either way a read answers, and a read that panics is an
+    /// error naming the panic, not a crash of the request.
+    async fn reads_answer_and_panics_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let views = SqliteViews::open(dir.path().join("v.db")).await.unwrap();
+        assert!(views.checkpoint().await.unwrap().is_empty());
+        assert!(!views.run_exists("w/p", "r").await.unwrap());
+        let e = views
+            .read::<()>(|_| panic!("reader fell over"))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("view reader panicked") && e.contains("reader fell over"),
+            "{e}"
+        );
+        // The pool is intact after the panic: the next read answers.
+        assert!(views.checkpoint().await.unwrap().is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_on_a_multi_threaded_runtime() {
+        reads_answer_and_panics_are_errors().await;
+    }
+
+    #[tokio::test]
+    async fn reads_on_a_single_threaded_runtime() {
+        reads_answer_and_panics_are_errors().await;
+    }
 
     /// Past its limit a checkpoint truncates the write-ahead log (passive checkpoints alone
     /// never do, so under a projector that never pauses the log would grow without bound);
