@@ -740,3 +740,35 @@ async fn clickhouse_large_flushes_and_key_rows() {
     metrics.sort_unstable();
     assert_eq!(metrics, ["acc", "loss"]);
 }
+
+/// A bucket read plans with the span it saw last while it asks for the current one: after the
+/// series grows, the answer is the one a process that never read it gives, and so it is when
+/// the span has not moved.
+#[tokio::test]
+async fn clickhouse_bucket_reads_follow_the_series_span() {
+    let url = support::clickhouse_url("spans");
+    let seen = ClickHouseViews::open(&url).await.unwrap();
+    seen.apply(batch(0, (0..1000).collect(), (0..1000).map(|s| s as f64).collect(), 1))
+        .await
+        .unwrap();
+    let first = seen.read_buckets(&key("loss"), 0, i64::MAX, 10).await.unwrap();
+    assert_eq!(first.iter().map(|b| b.count).sum::<u64>(), 1000);
+    seen.apply(batch(
+        1,
+        (1000..50_000).collect(),
+        (1000..50_000).map(|s| -(s as f64)).collect(),
+        2,
+    ))
+    .await
+    .unwrap();
+    let fresh = ClickHouseViews::open(&url).await.unwrap();
+    for (from, to, n) in [(0, i64::MAX, 10), (0, i64::MAX, 10), (500, 40_000, 7), (-5, 999, 3)] {
+        let want = fresh.read_buckets(&key("loss"), from, to, n).await.unwrap();
+        let got = seen.read_buckets(&key("loss"), from, to, n).await.unwrap();
+        assert_eq!(got, want, "{from}..={to} in {n}");
+    }
+    let all = seen.read_buckets(&key("loss"), 0, i64::MAX, 10).await.unwrap();
+    assert!((1..=10).contains(&all.len()), "{}", all.len());
+    assert_eq!(all.iter().map(|b| b.count).sum::<u64>(), 50_000);
+    assert_eq!(all.last().map(|b| b.last_value), Some(-49_999.0));
+}

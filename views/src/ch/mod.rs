@@ -199,7 +199,13 @@ pub struct ClickHouseViews {
     pub(crate) version: String,
     /// Rows of the key tables this process has written, by full table name.
     written_keys: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// The step span (first, last) each float series had when last read: a bucket read plans
+    /// with it while it asks for the current one (see [`read::buckets`]).
+    spans: std::sync::Mutex<std::collections::HashMap<SeriesId, (i64, i64)>>,
 }
+
+/// A series by project, run and path.
+type SeriesId = (String, String, String);
 
 /// Key-table rows remembered at most; past it the memory starts afresh.
 const WRITTEN_KEYS: usize = 100_000;
@@ -231,6 +237,7 @@ impl ClickHouseViews {
             pinned: u.generation.is_some(),
             version,
             written_keys: Default::default(),
+            spans: Default::default(),
         };
         views.migrate().await?;
         Ok(views)

@@ -11,7 +11,7 @@ use runstream_schema::{ArtifactKind, Direction, EventId, Value};
 
 use super::write::{AGG_LATEST, AttrRec, RUN_LATEST, RunRec};
 use super::{ClickHouseViews, storage};
-use crate::rollup::{self, Agg};
+use crate::rollup::{self, Agg, LEVELS};
 use crate::search::Catalog;
 use crate::*;
 
@@ -387,13 +387,6 @@ pub(super) async fn lines(
 }
 
 #[derive(Row, Deserialize)]
-struct Span {
-    count: u64,
-    first_step: i64,
-    last_step: i64,
-}
-
-#[derive(Row, Deserialize)]
 struct LevelAgg {
     level: u8,
     bucket: i64,
@@ -406,10 +399,42 @@ struct LevelAgg {
     last_step: i64,
     last_value: f64,
     last_time_ms: i64,
+    ver: u64,
 }
+
+/// Of rows keyed by `key`, each key's row of the largest version (rows of one version are
+/// copies: a replay writes the same row under the same version).
+fn latest<K: Ord, T>(rows: impl IntoIterator<Item = (K, u64, T)>) -> std::collections::BTreeMap<K, T> {
+    let mut out: std::collections::BTreeMap<K, (u64, T)> = std::collections::BTreeMap::new();
+    for (key, ver, row) in rows {
+        match out.entry(key) {
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert((ver, row));
+            }
+            std::collections::btree_map::Entry::Occupied(mut e) => {
+                if ver > e.get().0 {
+                    e.insert((ver, row));
+                }
+            }
+        }
+    }
+    out.into_iter().map(|(k, (_, row))| (k, row)).collect()
+}
+
+/// Series spans remembered at most; past it the memory starts afresh.
+const SPANS: usize = 10_000;
+
+/// The top rollup level, whose rows cover a series whole: their span is the series' span.
+const TOP: u8 = (LEVELS.len() - 1) as u8;
 
 /// Buckets over `from..=to`, read as [`rollup::cover`] plans it: the rollup rows of every
 /// level in one query, the raw points at the edges in another.
+///
+/// The plan depends on the series' span (the request is clamped to it, and the clamped width
+/// picks the level), and each query costs the server a few milliseconds however small. So the
+/// pieces are planned with the span this process saw last, and the rollup query also reads the
+/// top level's rows, which give the current span: when it has not moved (a finished run, a run
+/// between flushes) the reads are the answer, else the pieces are read again for the new span.
 pub(super) async fn buckets(
     v: &ClickHouseViews,
     key: &SeriesKey,
@@ -417,25 +442,134 @@ pub(super) async fn buckets(
     to: i64,
     n: usize,
 ) -> Result<Vec<Bucket>, ViewError> {
-    let span: Option<Span> = v
+    let id = (key.project.clone(), key.run.clone(), key.path.clone());
+    let seen = v.spans.lock().unwrap_or_else(|e| e.into_inner()).get(&id).copied();
+    let span = match seen {
+        Some(seen) => {
+            let (answer, span) = planned_read(v, key, from, to, n, seen).await?;
+            if span == Some(seen) {
+                return Ok(answer);
+            }
+            span
+        }
+        None => span_of(&rollup_rows(v, key, &[]).await?),
+    };
+    {
+        let mut spans = v.spans.lock().unwrap_or_else(|e| e.into_inner());
+        match span {
+            Some(s) => {
+                if spans.len() >= SPANS {
+                    spans.clear();
+                }
+                spans.insert(id, s);
+            }
+            None => {
+                spans.remove(&id);
+            }
+        }
+    }
+    match span {
+        Some(s) => Ok(planned_read(v, key, from, to, n, s).await?.0),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// The first and last step of the series whose top-level rollup rows are among `rows`, if it
+/// has points.
+fn span_of(rows: &std::collections::BTreeMap<(u8, i64), Agg>) -> Option<(i64, i64)> {
+    let top = rows.range((TOP, i64::MIN)..=(TOP, i64::MAX)).map(|(_, a)| a);
+    top.filter(|a| a.count > 0).fold(None, |span, a| match span {
+        None => Some((a.first_step, a.last_step)),
+        Some((first, last)) => Some((a.first_step.min(first), a.last_step.max(last))),
+    })
+}
+
+#[derive(Row, Deserialize)]
+struct VersionedPoint {
+    step: i64,
+    time_ms: i64,
+    value: f64,
+    ver: u64,
+}
+
+/// Every point in `from..=to`, in step order, for a range the plan keeps short (an edge of a
+/// bucket read, finer than the finest rollup).
+async fn edge_points(v: &ClickHouseViews, key: &SeriesKey, from: i64, to: i64) -> Result<Vec<PointRow>, ViewError> {
+    // Every stored version of each point (a few until merges), the latest picked here: a
+    // query that groups in the server costs it more than the rows do.
+    let rows: Vec<VersionedPoint> = v
         .sql(
-            "SELECT argMax(count, ver), argMax(first_step, ver), argMax(last_step, ver) FROM {t}series
-             WHERE project = ? AND run = ? AND path = ? AND kind = 'float' GROUP BY project, run, path",
+            "SELECT step, time_ms, value, ver FROM {t}points
+             WHERE project = ? AND run = ? AND path = ? AND step BETWEEN ? AND ?",
         )
         .bind(&key.project)
         .bind(&key.run)
         .bind(&key.path)
-        .fetch_optional()
+        .bind(from)
+        .bind(to)
+        .fetch_all()
         .await
         .map_err(storage)?;
-    let (from, to) = match span {
-        Some(s) if s.count > 0 => (from.max(s.first_step), to.min(s.last_step)),
-        _ => return Ok(Vec::new()),
-    };
-    if from > to {
-        return Ok(Vec::new());
+    Ok(latest(rows.into_iter().map(|p| (p.step, p.ver, (p.time_ms, p.value))))
+        .into_iter()
+        .map(|(step, (time_ms, value))| PointRow { step, time_ms, value })
+        .collect())
+}
+
+/// The latest rollup rows of `levels` (level, first bucket, last bucket) and of the top level.
+/// Bounded by the plan: a few rows per bucket asked for, and a handful at the top.
+async fn rollup_rows(
+    v: &ClickHouseViews,
+    key: &SeriesKey,
+    levels: &[(u8, i64, i64)],
+) -> Result<std::collections::BTreeMap<(u8, i64), Agg>, ViewError> {
+    let mut conds = vec!["(level = ? AND bucket BETWEEN ? AND ?)"; levels.len()];
+    conds.push("level = ?");
+    let mut q = v
+        .sql(&format!(
+            "SELECT level, bucket, count, n_values, min, max, sum, first_step, last_step, last_value,
+             last_time_ms, ver FROM {{t}}rollups WHERE project = ? AND run = ? AND path = ? AND ({})",
+            conds.join(" OR ")
+        ))
+        .bind(&key.project)
+        .bind(&key.run)
+        .bind(&key.path);
+    for (level, first, last) in levels {
+        q = q.bind(level).bind(first).bind(last);
     }
-    let plan = rollup::cover(rollup::choose_level(from, to, n), from, to);
+    let rows = q.bind(TOP).fetch_all::<LevelAgg>().await.map_err(storage)?;
+    Ok(latest(rows.into_iter().map(|r| {
+        let agg = Agg {
+            count: r.count,
+            n_values: r.n_values,
+            min: r.min,
+            max: r.max,
+            sum: r.sum,
+            first_step: r.first_step,
+            last_step: r.last_step,
+            last_value: r.last_value,
+            last_time_ms: r.last_time_ms,
+        };
+        ((r.level, r.bucket), r.ver, agg)
+    })))
+}
+
+/// The buckets over `from..=to` planned for a series spanning `first..=last`, and the span the
+/// series has now.
+async fn planned_read(
+    v: &ClickHouseViews,
+    key: &SeriesKey,
+    from: i64,
+    to: i64,
+    n: usize,
+    (first, last): (i64, i64),
+) -> Result<(Vec<Bucket>, Option<(i64, i64)>), ViewError> {
+    let (from, to) = (from.max(first), to.min(last));
+    let plan = if from <= to {
+        rollup::cover(rollup::choose_level(from, to, n), from, to)
+    } else {
+        Vec::new()
+    };
     let mut levels = Vec::new();
     for piece in &plan {
         if let rollup::Piece::Level { level, first, last } = *piece {
@@ -443,43 +577,9 @@ pub(super) async fn buckets(
         }
     }
     // The rollup rows and the raw edges are independent reads: in flight together.
-    let rollups = async {
-        let mut stored: std::collections::BTreeMap<(u8, i64), Agg> = Default::default();
-        if levels.is_empty() {
-            return Ok(stored);
-        }
-        let conds = vec!["(level = ? AND bucket BETWEEN ? AND ?)"; levels.len()].join(" OR ");
-        let mut q = v
-            .sql(&format!(
-                "SELECT level, bucket, {AGG_LATEST} FROM {{t}}rollups
-                 WHERE project = ? AND run = ? AND path = ? AND ({conds}) GROUP BY level, bucket"
-            ))
-            .bind(&key.project)
-            .bind(&key.run)
-            .bind(&key.path);
-        for (level, first, last) in &levels {
-            q = q.bind(level).bind(first).bind(last);
-        }
-        for r in q.fetch_all::<LevelAgg>().await.map_err(storage)? {
-            stored.insert(
-                (r.level, r.bucket),
-                Agg {
-                    count: r.count,
-                    n_values: r.n_values,
-                    min: r.min,
-                    max: r.max,
-                    sum: r.sum,
-                    first_step: r.first_step,
-                    last_step: r.last_step,
-                    last_value: r.last_value,
-                    last_time_ms: r.last_time_ms,
-                },
-            );
-        }
-        Ok(stored)
-    };
+    let rollups = rollup_rows(v, key, &levels);
     let edges = futures::future::try_join_all(plan.iter().filter_map(|piece| match *piece {
-        rollup::Piece::Raw { from, to } => Some(points(v, key, from, to, usize::MAX >> 1)),
+        rollup::Piece::Raw { from, to } => Some(edge_points(v, key, from, to)),
         rollup::Piece::Level { .. } => None,
     }));
     let (stored, edges) = futures::try_join!(rollups, edges)?;
@@ -503,7 +603,11 @@ pub(super) async fn buckets(
             }
         }
     }
-    Ok(rollup::regroup(from, to, n, parts))
+    let span = span_of(&stored);
+    if from > to {
+        return Ok((Vec::new(), span));
+    }
+    Ok((rollup::regroup(from, to, n, parts), span))
 }
 
 #[derive(Row, Deserialize)]
