@@ -194,17 +194,41 @@ fn type_list(c: Class) -> String {
         .join(", ")
 }
 
-fn compile(q: &mut Query, f: &Filter) -> String {
+/// The condition of `f`. `walk` is the sort field of a page's first phase, whose row (`s`, one
+/// per run and path) the statement walks: a condition on the same attribute or metric is tested
+/// on that row instead of probing for it again, which also lets SQLite bound the index walk by
+/// it. Under a `NOT` (`negated`) such a test is made false where it is NULL, as a probe is.
+fn compile(q: &mut Query, f: &Filter, walk: Option<&Field>) -> String {
+    compile_in(q, f, walk, false)
+}
+
+fn compile_in(q: &mut Query, f: &Filter, walk: Option<&Field>, negated: bool) -> String {
+    let on_row = |p: String| {
+        if negated {
+            format!("COALESCE({p}, 0)")
+        } else {
+            format!("({p})")
+        }
+    };
     match f {
         Filter::True => "1".into(),
         Filter::And(v) if v.is_empty() => "1".into(),
         Filter::Or(v) if v.is_empty() => "0".into(),
         Filter::And(v) => format!(
             "({})",
-            v.iter().map(|f| compile(q, f)).collect::<Vec<_>>().join(" AND ")
+            v.iter()
+                .map(|f| compile_in(q, f, walk, negated))
+                .collect::<Vec<_>>()
+                .join(" AND ")
         ),
-        Filter::Or(v) => format!("({})", v.iter().map(|f| compile(q, f)).collect::<Vec<_>>().join(" OR ")),
-        Filter::Not(f) => format!("NOT ({})", compile(q, f)),
+        Filter::Or(v) => format!(
+            "({})",
+            v.iter()
+                .map(|f| compile_in(q, f, walk, negated))
+                .collect::<Vec<_>>()
+                .join(" OR ")
+        ),
+        Filter::Not(f) => format!("NOT ({})", compile_in(q, f, walk, true)),
         Filter::Compare { field, .. }
         | Filter::In { field, .. }
         | Filter::Between { field, .. }
@@ -213,6 +237,13 @@ fn compile(q: &mut Query, f: &Filter) -> String {
                 let e = system_expr(*s);
                 let p = predicate(q, e, f);
                 format!("({e} IS NOT NULL AND {p})")
+            }
+            Field::Attr(path) if matches!(walk, Some(Field::Attr(w)) if w == path) => {
+                let p = predicate(q, ATTR_KEY_S, f);
+                on_row(format!("s.type IN ({}) AND {p}", type_list(f.literal_class())))
+            }
+            Field::Metric(path, agg) if matches!(walk, Some(Field::Metric(w, _)) if w == path) => {
+                on_row(predicate(q, metric_expr_s(*agg), f))
             }
             Field::Attr(path) => {
                 let path = q.text(path);
@@ -268,8 +299,8 @@ fn compile(q: &mut Query, f: &Filter) -> String {
 }
 
 /// The part of a statement that holds for every run a search may return.
-fn scope(q: &mut Query, filter: &Filter, include_deleted: bool) -> String {
-    let f = compile(q, filter);
+fn scope(q: &mut Query, filter: &Filter, include_deleted: bool, walk: Option<&Field>) -> String {
+    let f = compile(q, filter, walk);
     if include_deleted {
         f
     } else {
@@ -354,7 +385,7 @@ pub(super) fn search(c: &Connection, s: &RunSearch) -> Result<SearchPage, ViewEr
     if !in_missing_phase {
         let mut q = Query::new(&s.project);
         let SortSource { from, base, key, run } = sort_source(&mut q, &s.sort.field);
-        let scope = scope(&mut q, &s.filter, s.include_deleted);
+        let scope = scope(&mut q, &s.filter, s.include_deleted, Some(&s.sort.field));
         let keyset = match &s.after {
             Some(SearchCursor {
                 value: Some(v),
@@ -379,7 +410,7 @@ pub(super) fn search(c: &Connection, s: &RunSearch) -> Result<SearchPage, ViewEr
     if found.len() < s.limit && some_lack_it {
         let mut q = Query::new(&s.project);
         let has = has_sort_value(&mut q, &s.sort.field);
-        let scope = scope(&mut q, &s.filter, s.include_deleted);
+        let scope = scope(&mut q, &s.filter, s.include_deleted, None);
         let keyset = match &s.after {
             Some(SearchCursor { value: None, run }) => format!(" AND r.run {cmp} {}", q.text(run)),
             _ => String::new(),
@@ -472,7 +503,7 @@ pub(super) fn group(c: &Connection, g: &RunGrouping) -> Result<Groups, ViewError
         let v = value_expr(&mut q, a, true);
         cols.push(format!("COUNT({v}), MIN({v}), MAX({v}), AVG({v})"));
     }
-    let scope = scope(&mut q, &g.filter, g.include_deleted);
+    let scope = scope(&mut q, &g.filter, g.include_deleted, None);
     let limit = g.limit as i64 + 1;
     q.sql = format!(
         "SELECT {} FROM runs r WHERE r.project = ?1 AND {scope} GROUP BY k ORDER BY (k IS NULL), k LIMIT {limit}",
