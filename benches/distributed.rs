@@ -256,7 +256,6 @@ async fn main() {
     sizes.dedup();
     let mut bases = Vec::new();
     for per_insert in sizes {
-        settle(&views_url).await;
         bases.push((per_insert, baseline(&views_url, CLIENTS, batches, per_insert).await));
     }
     let base_rate = bases.iter().map(|b| b.1).fold(0.0, f64::max);

@@ -30,7 +30,7 @@ macro_rules! fixed {
     )*};
 }
 
-fixed!(u8 => "UInt8", u32 => "UInt32", u64 => "UInt64", i64 => "Int64", f64 => "Float64");
+fixed!(u64 => "UInt64", i64 => "Int64", f64 => "Float64");
 
 fn leb128(out: &mut Vec<u8>, mut n: u64) {
     loop {

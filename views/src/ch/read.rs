@@ -407,15 +407,8 @@ struct LevelAgg {
 fn latest<K: Ord, T>(rows: impl IntoIterator<Item = (K, u64, T)>) -> std::collections::BTreeMap<K, T> {
     let mut out: std::collections::BTreeMap<K, (u64, T)> = std::collections::BTreeMap::new();
     for (key, ver, row) in rows {
-        match out.entry(key) {
-            std::collections::btree_map::Entry::Vacant(e) => {
-                e.insert((ver, row));
-            }
-            std::collections::btree_map::Entry::Occupied(mut e) => {
-                if ver > e.get().0 {
-                    e.insert((ver, row));
-                }
-            }
+        if out.get(&key).is_none_or(|(kept, _)| ver > *kept) {
+            out.insert(key, (ver, row));
         }
     }
     out.into_iter().map(|(k, (_, row))| (k, row)).collect()

@@ -596,29 +596,23 @@ trait StepRows {
     fn times_ms(&self) -> &[i64];
 }
 
-impl StepRows for FloatSeriesRows {
-    fn key(&self) -> &SeriesKey {
-        &self.key
-    }
-    fn steps(&self) -> &[i64] {
-        &self.steps
-    }
-    fn times_ms(&self) -> &[i64] {
-        &self.times_ms
-    }
+macro_rules! step_rows {
+    ($($t:ty),*) => {$(
+        impl StepRows for $t {
+            fn key(&self) -> &SeriesKey {
+                &self.key
+            }
+            fn steps(&self) -> &[i64] {
+                &self.steps
+            }
+            fn times_ms(&self) -> &[i64] {
+                &self.times_ms
+            }
+        }
+    )*};
 }
 
-impl StepRows for StringSeriesRows {
-    fn key(&self) -> &SeriesKey {
-        &self.key
-    }
-    fn steps(&self) -> &[i64] {
-        &self.steps
-    }
-    fn times_ms(&self) -> &[i64] {
-        &self.times_ms
-    }
-}
+step_rows!(FloatSeriesRows, StringSeriesRows);
 
 /// Inserts every row of `series` into `table` (project, run, path, step, time_ms, the value
 /// column `value` writes, ver) in Native blocks.

@@ -347,7 +347,7 @@ impl ViewStore for SqliteViews {
     }
 
     async fn search_run_details(&self, search: RunSearch) -> Result<(SearchPage, Vec<Arc<RunDetail>>), ViewError> {
-        // One trip to a blocking thread and one snapshot for the page and the runs not cached.
+        // One read and one snapshot for the page and the runs not cached.
         let details = self.details.clone();
         self.read(move |c| {
             let read_at = details.begin();
