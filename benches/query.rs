@@ -347,7 +347,12 @@ async fn main() {
             buckets.push(started.elapsed());
             let started = Instant::now();
             let n = views
-                .read_points(&key("train/acc"), 0, runstream_schema::MAX_STEP, 12_500)
+                .read_points(
+                    &key("train/acc"),
+                    PointFrom::step(0),
+                    runstream_schema::MAX_STEP,
+                    12_500,
+                )
                 .await
                 .unwrap()
                 .len();

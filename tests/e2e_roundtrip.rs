@@ -286,7 +286,8 @@ async fn everything_logged_reads_back_exactly() {
         "notes": "unicode ✓ — tab\there, \"quoted\"",
         "scratch": {"tmp": 1},
     });
-    // Steps written first with wrong values in an earlier batch; the later, correct write must win.
+    // Points (step and time) written first with wrong values in an earlier batch; the later,
+    // correct write of the same step and time must win.
     let overwritten: Vec<i64> = vec![0, 777, 12_345, 50_000, 99_999];
     let mut batch1 = vec![
         json!({"id": event_id(), "run": run, "run_created": {
@@ -296,7 +297,10 @@ async fn everything_logged_reads_back_exactly() {
         json!({"id": event_id(), "run": run, "tags_added": {"tags": ["baseline", "resnet", "to-remove"]}}),
     ];
     for s in 0..SERIES.len() {
-        let stale: Vec<(i64, i64, f64)> = overwritten.iter().map(|&st| (st, T0 - 5, -12_345.5)).collect();
+        let stale: Vec<(i64, i64, f64)> = overwritten
+            .iter()
+            .map(|&st| (st, expected_time(s, st), -12_345.5))
+            .collect();
         batch1.push(float_event(run, s, &stale));
     }
     positions.push(post_ok(&server, batch1).await);
@@ -313,9 +317,9 @@ async fn everything_logged_reads_back_exactly() {
                 .iter()
                 .map(|&st| (st, expected_time(s, st), expected_value(s, st)))
                 .collect();
-            // A step repeated inside one event: the later occurrence wins.
+            // A point repeated inside one event: the later occurrence wins.
             let dup = chunk[chunk.len() / 2];
-            writes.insert(0, (dup, T0 - 7, 31_337.0));
+            writes.insert(0, (dup, expected_time(s, dup), 31_337.0));
             events.push(float_event(run, s, &writes));
         }
         positions.push(post_ok(&server, events).await);

@@ -553,6 +553,10 @@ async fn many_series_in_one_request_and_live_updates() {
             json!({"series": [{"run": "a", "path": "x", "after_step": -1}]}),
             "series[0].after_step",
         ),
+        (
+            json!({"series": [{"run": "a", "path": "x", "after_time_ms": 5}]}),
+            "series[0].after_time_ms",
+        ),
         (json!({"series": [{"run": "a", "path": "a//b"}]}), "series[0].path"),
         (
             json!({"runs": ["a"], "paths": ["x"], "from_step": 5, "to_step": 1}),
@@ -563,6 +567,87 @@ async fn many_series_in_one_request_and_live_updates() {
         assert_eq!(st, 400, "{req}: {body}");
         assert_eq!(body["error"]["field"], json!(field), "{req}: {body}");
     }
+}
+
+/// A step logged again at another time keeps both points (MLflow logs every step-less metric at
+/// step 0): pages end and resume inside a step, live reads follow new points of a step, the last
+/// value is the latest point of the highest step, and the same step and time again replaces.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_step_logged_again_keeps_every_point() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Server::start(dir.path());
+    let points = |steps: Vec<i64>, times: Vec<i64>, values: Vec<f64>| {
+        json!({"events": [{"id": event_id(), "run": "r", "float_points": {
+            "series": "loss", "steps": steps, "times_ms": times, "values": values}}]})
+    };
+    let (st, _) = post_events(
+        &s,
+        PROJECT,
+        &json!({"events": [
+        {"id": event_id(), "run": "r", "run_created": {"name": "r"}}]}),
+    )
+    .await;
+    assert_eq!(st, 200);
+    post_events(
+        &s,
+        PROJECT,
+        &points(vec![0, 0, 0, 1], vec![100, 200, 300, 150], vec![1.0, 2.0, 3.0, 4.0]),
+    )
+    .await;
+    // Step 0 again at a new time, and at time 200 again (which replaces 2.0).
+    let (_, ack) = post_events(&s, PROJECT, &points(vec![0, 0], vec![400, 200], vec![5.0, 2.5])).await;
+    let pos = ack["position"].as_str().expect("position").to_string();
+    let series = |q: &str| format!("runs/r/series?path=loss&min_position={pos}{q}");
+    let (st, all) = get(&s, &series("")).await;
+    assert_eq!(st, 200, "{all}");
+    assert_eq!(all["steps"], json!([0, 0, 0, 0, 1]));
+    assert_eq!(all["times_ms"], json!([100, 200, 300, 400, 150]));
+    assert_eq!(all["values"], json!([1.0, 2.5, 3.0, 5.0, 4.0]));
+    assert_eq!(all["next_from_step"], Value::Null, "no page follows");
+
+    // Pages of two: the first ends inside step 0 and says where in it the next starts.
+    let (_, p1) = get(&s, &series("&limit=2")).await;
+    assert_eq!(p1["times_ms"], json!([100, 200]));
+    assert_eq!(
+        (&p1["next_from_step"], &p1["next_from_time_ms"]),
+        (&json!(0), &json!(300))
+    );
+    let (_, p2) = get(&s, &series("&limit=2&from_step=0&from_time_ms=300")).await;
+    assert_eq!(p2["times_ms"], json!([300, 400]));
+    assert_eq!(p2["next_from_step"], json!(1));
+    assert!(
+        p2.get("next_from_time_ms").is_none(),
+        "the next page starts at a new step: {p2}"
+    );
+    let (_, p3) = get(&s, &series("&limit=2&from_step=1")).await;
+    assert_eq!((&p3["steps"], &p3["next_from_step"]), (&json!([1]), &Value::Null));
+
+    // The summary's last value is the latest point of the highest step, then of step 0 once
+    // step 1 is gone from view (a range read); buckets count every point.
+    let (_, b) = get(&s, &series("&buckets=1&to_step=0")).await;
+    assert_eq!(b["buckets"][0]["count"], json!(4));
+    assert_eq!(b["buckets"][0]["last_value"], json!(5.0));
+    assert_eq!(b["buckets"][0]["last_time_ms"], json!(400));
+    let (_, b) = get(&s, &series("&buckets=1")).await;
+    assert_eq!(
+        (&b["buckets"][0]["last_step"], &b["buckets"][0]["last_value"]),
+        (&json!(1), &json!(4.0))
+    );
+
+    // Live: after the last point the chart has, inside step 0.
+    let (_, ack) = post_events(&s, PROJECT, &points(vec![0], vec![500], vec![6.0])).await;
+    let (st, live) = post(
+        &s,
+        "series:query",
+        &json!({"series": [{"run": "r", "path": "loss", "after_step": 0, "after_time_ms": 400}],
+                "min_position": ack["position"]}),
+    )
+    .await;
+    assert_eq!(st, 200, "{live}");
+    assert_eq!(live["series"][0]["times_ms"], json!([500, 150]));
+    assert_eq!(live["series"][0]["steps"], json!([0, 1]));
+    let (st, body) = get(&s, &format!("runs/r/lines?path=log&from_time_ms=5&min_position={pos}")).await;
+    assert_eq!((st, &body["error"]["field"]), (400, &json!("from_time_ms")), "{body}");
 }
 
 /// Runs side by side: attribute differences, metric summaries, series aligned by step.

@@ -5,7 +5,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use runstream_schema::{MAX_STEP, Role, RunId};
-use runstream_views::{PointRow, SeriesKey};
+use runstream_views::{PointFrom, PointRow, SeriesKey};
 use serde::{Serialize, Serializer};
 use serde_json::Value;
 
@@ -86,12 +86,8 @@ pub(crate) async fn get_history(
         }
     };
     let from = match req.str("page_token")?.filter(|t| !t.is_empty()) {
-        None => 0,
-        Some(t) => t
-            .parse::<i64>()
-            .ok()
-            .filter(|s| (0..=MAX_STEP).contains(s))
-            .ok_or_else(|| MlflowError::invalid(format!("Invalid page token '{t}'")))?,
+        None => PointFrom::step(0),
+        Some(t) => parse_token(&t).ok_or_else(|| MlflowError::invalid(format!("Invalid page token '{t}'")))?,
     };
     st.caught_up().await?;
     let run = check_run(&st, &ctx, &raw).await?;
@@ -100,15 +96,30 @@ pub(crate) async fn get_history(
         run,
         path: key.clone(),
     };
-    // One point more than the page tells whether another page follows.
+    // One point more than the page tells whether another page follows, and where it starts.
     let mut points = st.ingest.views.read_points(&series, from, MAX_STEP, limit + 1).await?;
-    let next = (points.len() > limit).then(|| points[limit].step);
+    let next = points.get(limit).map(|p| token(p.step, p.time_ms));
     points.truncate(limit);
     let page = Page {
         metrics: points.iter().map(|p| MetricOut::of(&key, p, None)).collect(),
-        next_page_token: next.map(|step| step.to_string()),
+        next_page_token: next,
     };
     Ok(Json(page).into_response())
+}
+
+/// A history page token: the step and time of the page's first point (a step logged again holds
+/// several points, so a page may start inside one).
+fn token(step: i64, time_ms: i64) -> String {
+    format!("{step}:{time_ms}")
+}
+
+/// The start a page token names; a bare step (as earlier releases wrote) starts at the step.
+fn parse_token(t: &str) -> Option<PointFrom> {
+    let (step, time_ms) = match t.split_once(':') {
+        Some((s, t)) => (s.parse::<i64>().ok()?, t.parse::<i64>().ok()?),
+        None => (t.parse::<i64>().ok()?, i64::MIN),
+    };
+    (0..=MAX_STEP).contains(&step).then_some(PointFrom { step, time_ms })
 }
 
 /// At most `n` points of `points` (in step order), evenly spread over their steps, the first
@@ -172,7 +183,11 @@ pub(crate) async fn get_history_bulk_interval(
             run: run.clone(),
             path: key.clone(),
         };
-        let points = st.ingest.views.read_points(&series, start, end, MAX_PAGE).await?;
+        let points = st
+            .ingest
+            .views
+            .read_points(&series, PointFrom::step(start), end, MAX_PAGE)
+            .await?;
         sampled.push((run, sample(points, max)));
     }
     let metrics = sampled
@@ -189,6 +204,22 @@ pub(crate) async fn get_history_bulk_interval(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn page_tokens_name_a_step_and_a_time_in_it() {
+        assert_eq!(
+            parse_token(&token(7, 1_700_000_000_123)),
+            Some(PointFrom {
+                step: 7,
+                time_ms: 1_700_000_000_123
+            })
+        );
+        assert_eq!(parse_token("12"), Some(PointFrom::step(12)));
+        assert_eq!(parse_token(&token(0, -5)), Some(PointFrom { step: 0, time_ms: -5 }));
+        for bad in ["", "x", "-1", "3:", ":4", "3:x", "1:2:3", "9007199254740992"] {
+            assert_eq!(parse_token(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn a_sample_keeps_the_ends_and_spreads_evenly() {

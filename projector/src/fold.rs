@@ -25,19 +25,22 @@ struct SeriesAcc {
 }
 
 impl SeriesAcc {
-    /// Keeps the last write of each step, in step order.
+    /// Sorts the points and keeps the last write of each one: a float point is identified by its
+    /// step and time (a step logged again at another time is a second point, as in MLflow's
+    /// history), a line by its step.
     fn settle(&mut self, strings: bool) {
-        let sorted = self.steps.windows(2).all(|w| w[0] < w[1]);
+        let key = |i: usize| (self.steps[i], if strings { 0 } else { self.times[i] });
+        let sorted = (1..self.steps.len()).all(|i| key(i - 1) < key(i));
         if sorted {
             return;
         }
         let mut idx: Vec<usize> = (0..self.steps.len()).collect();
-        // Stable: equal steps keep log order, and the last one is kept below.
-        idx.sort_by_key(|&i| self.steps[i]);
+        // Stable: equal keys keep log order, and the last one is kept below.
+        idx.sort_by_key(|&i| key(i));
         let mut keep: Vec<usize> = Vec::with_capacity(idx.len());
         for i in idx {
             match keep.last_mut() {
-                Some(last) if self.steps[*last] == self.steps[i] => *last = i,
+                Some(last) if key(*last) == key(i) => *last = i,
                 _ => keep.push(i),
             }
         }
@@ -294,19 +297,55 @@ mod tests {
     }
 
     #[test]
-    fn last_write_of_a_step_wins_and_steps_come_out_sorted() {
+    fn points_come_out_sorted_by_step_and_time_and_the_last_write_of_one_wins() {
+        let timed = |n: u128, steps: Vec<i64>, times_ms: Vec<i64>, values: Vec<f64>| {
+            ev(
+                n,
+                Body::FloatPoints(FloatPoints {
+                    series: "loss".into(),
+                    steps,
+                    times_ms,
+                    values,
+                }),
+            )
+        };
         let b = fold(
             &[
                 rec(0, vec![points(1, vec![3, 1, 2], vec![30.0, 10.0, 20.0])]),
+                // Step 1 again at another time: a second point of step 1.
                 rec(1, vec![points(2, vec![1], vec![11.0])]),
+                // Step 2 again at the same time: replaces the value.
+                rec(2, vec![timed(3, vec![2, 0], vec![1001, 7], vec![21.0, 0.5])]),
             ],
             &HashSet::new(),
         );
         let s = &b.float_series[0];
-        assert_eq!(s.steps, vec![1, 2, 3]);
-        assert_eq!(s.values, vec![11.0, 20.0, 30.0]);
-        assert_eq!(s.times_ms, vec![1002, 1001, 1001]);
-        assert_eq!(b.checkpoint, vec![(0, 2)]);
+        assert_eq!(s.steps, vec![0, 1, 1, 2, 3]);
+        assert_eq!(s.times_ms, vec![7, 1001, 1002, 1001, 1001]);
+        assert_eq!(s.values, vec![0.5, 10.0, 11.0, 21.0, 30.0]);
+        assert_eq!(b.checkpoint, vec![(0, 3)]);
+    }
+
+    #[test]
+    fn a_line_written_again_at_a_step_replaces_it_whatever_its_time() {
+        let line = |n: u128, step: i64, text: &str| {
+            ev(
+                n,
+                Body::StringLines(StringLines {
+                    series: "log".into(),
+                    steps: vec![step],
+                    times_ms: vec![],
+                    lines: vec![text.into()],
+                }),
+            )
+        };
+        let b = fold(
+            &[rec(0, vec![line(1, 4, "a"), line(2, 2, "b"), line(3, 4, "c")])],
+            &HashSet::new(),
+        );
+        let s = &b.string_series[0];
+        assert_eq!(s.steps, vec![2, 4]);
+        assert_eq!(s.lines, vec!["b".to_string(), "c".to_string()]);
     }
 
     #[test]
@@ -383,7 +422,9 @@ mod tests {
             }]
         );
         assert_eq!(whole.tags.iter().filter(|t| t.present).count(), 1);
-        assert_eq!(whole.float_series[0].values, vec![1.0, 3.0]);
+        // Step 6 again, at a later time: a second point of step 6.
+        assert_eq!(whole.float_series[0].steps, vec![5, 6, 6]);
+        assert_eq!(whole.float_series[0].values, vec![1.0, 2.0, 3.0]);
         let st = whole.runs[0].state.clone().unwrap();
         assert_eq!(st.0, RunState::Finished);
         assert_eq!(whole.runs[0].created.as_ref().unwrap().owner, "alice");

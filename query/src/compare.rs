@@ -9,7 +9,7 @@ use axum::extract::State;
 use runstream_http::{ApiError, Authenticated, UrlPath, parse_json};
 use runstream_schema::json::{JsonF64, value_to_json};
 use runstream_schema::{MAX_STEP, Role, project_key};
-use runstream_views::{RunDetail, SeriesKey};
+use runstream_views::{PointFrom, RunDetail, SeriesKey};
 use serde::Deserialize;
 
 use crate::QueryState;
@@ -138,10 +138,14 @@ pub(crate) async fn compare(
                 run: run.clone(),
                 path: path.clone(),
             };
-            let points = st.views.read_points(&key, from, MAX_STEP, MAX_STEPS).await?;
+            let points = st
+                .views
+                .read_points(&key, PointFrom::step(from), MAX_STEP, MAX_STEPS)
+                .await?;
             if points.len() == MAX_STEPS {
                 complete_to = complete_to.min(points.last().map_or(MAX_STEP, |p| p.step));
             }
+            // A step logged more than once shows its last value (the latest in time).
             for pt in points {
                 by_step.entry(pt.step).or_insert_with(|| vec![None; req.runs.len()])[i] = Some(pt.value);
             }

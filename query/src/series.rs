@@ -8,7 +8,7 @@ use futures::{StreamExt, TryStreamExt};
 use runstream_http::{ApiError, Authenticated, UrlPath};
 use runstream_schema::json::JsonF64;
 use runstream_schema::{MAX_STEP, ProjectId, Role, project_key};
-use runstream_views::{Bucket, PointRow, SeriesKey};
+use runstream_views::{Bucket, PointFrom, PointRow, SeriesKey};
 use serde::{Deserialize, Serialize};
 
 use crate::QueryState;
@@ -26,6 +26,9 @@ const SERIES_IN_FLIGHT: usize = 8;
 pub(crate) struct SeriesQuery {
     path: String,
     from_step: Option<i64>,
+    /// Float series: where in `from_step` to start, a step holding several points (a page's
+    /// `next_from_time_ms`).
+    from_time_ms: Option<i64>,
     to_step: Option<i64>,
     limit: Option<usize>,
     buckets: Option<usize>,
@@ -48,7 +51,7 @@ fn step_range(from: Option<i64>, to: Option<i64>) -> Result<(i64, i64), ApiError
 struct Resolved {
     project: ProjectId,
     key: SeriesKey,
-    from: i64,
+    from: PointFrom,
     to: i64,
     limit: usize,
 }
@@ -92,7 +95,10 @@ async fn resolve(
             run,
             path: q.path.clone(),
         },
-        from,
+        from: PointFrom {
+            step: from,
+            time_ms: q.from_time_ms.unwrap_or(i64::MIN),
+        },
         to,
         limit,
     })
@@ -109,10 +115,11 @@ pub(crate) async fn float_series(
     let r = resolve(&st, &project, run, &p, &q).await?;
     let body = if let Some(n) = q.buckets {
         in_range("buckets", n, MAX_BUCKETS)?;
-        SeriesBody::buckets(&r.read(&st, st.views.read_buckets(&r.key, r.from, r.to, n)).await?)
+        SeriesBody::buckets(&r.read(&st, st.views.read_buckets(&r.key, r.from.step, r.to, n)).await?)
     } else {
         SeriesBody::points(
-            &r.read(&st, st.views.read_points(&r.key, r.from, r.to, r.limit)).await?,
+            r.read(&st, st.views.read_points(&r.key, r.from, r.to, r.limit + 1))
+                .await?,
             r.limit,
         )
     };
@@ -166,8 +173,11 @@ enum SeriesBody {
         steps: Vec<i64>,
         times_ms: Vec<i64>,
         values: Vec<JsonF64>,
-        /// Where the next page starts when this one is full.
+        /// Where the next page starts, when more points follow: its step, and its time when the
+        /// page ends inside a step (a step may hold several points, one per time).
         next_from_step: Option<i64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        next_from_time_ms: Option<i64>,
     },
     Buckets {
         buckets: Vec<BucketJson>,
@@ -175,14 +185,18 @@ enum SeriesBody {
 }
 
 impl SeriesBody {
-    fn points(points: &[PointRow], limit: usize) -> Self {
+    /// A page of at most `limit` points, from a read of up to `limit + 1`: the one more point,
+    /// if there is one, is where the next page starts.
+    fn points(mut points: Vec<PointRow>, limit: usize) -> Self {
+        let next = points.get(limit).copied();
+        points.truncate(limit);
+        let inside_step = next.is_some_and(|n| points.last().is_some_and(|l| l.step == n.step));
         SeriesBody::Points {
             steps: points.iter().map(|p| p.step).collect(),
             times_ms: points.iter().map(|p| p.time_ms).collect(),
             values: points.iter().map(|p| JsonF64(p.value)).collect(),
-            next_from_step: (points.len() == limit)
-                .then(|| points.last().map(|p| p.step + 1))
-                .flatten(),
+            next_from_step: next.map(|n| n.step),
+            next_from_time_ms: next.filter(|_| inside_step).map(|n| n.time_ms),
         }
     }
 
@@ -230,8 +244,11 @@ const MAX_TOTAL_POINTS: usize = 1_000_000;
 pub(crate) struct SeriesRef {
     run: String,
     path: String,
-    /// Live mode: only points after this step (the last step the chart has).
+    /// Live mode: only points after this step (the last step the chart has) ...
     after_step: Option<i64>,
+    /// ... or, with it, after the point at this time in it (the last point the chart has, for a
+    /// series that logs a step again).
+    after_time_ms: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -276,6 +293,7 @@ pub(crate) async fn many_series(
                 run: run.clone(),
                 path: path.clone(),
                 after_step: None,
+                after_time_ms: None,
             });
         }
     }
@@ -309,15 +327,26 @@ pub(crate) async fn many_series(
     let mut reads = Vec::with_capacity(q.series.len());
     for (i, s) in q.series.iter().enumerate() {
         runstream_schema::check_path(&s.path).map_err(|e| ApiError::from(e.within(&format!("series[{i}].path"))))?;
-        let from = match s.after_step {
-            Some(a) if a < 0 => {
+        let from = match (s.after_step, s.after_time_ms) {
+            (Some(a), _) if a < 0 => {
                 return Err(ApiError::invalid(
                     format!("series[{i}].after_step"),
                     "must be 0 or more",
                 ));
             }
-            Some(a) => from.max(a.saturating_add(1)),
-            None => from,
+            (None, Some(_)) => {
+                return Err(ApiError::invalid(
+                    format!("series[{i}].after_time_ms"),
+                    "goes with after_step: the time of the last point read at that step",
+                ));
+            }
+            (Some(a), Some(t)) => PointFrom {
+                step: a,
+                time_ms: t.saturating_add(1),
+            }
+            .max(PointFrom::step(from)),
+            (Some(a), None) => PointFrom::step(from.max(a.saturating_add(1))),
+            (None, None) => PointFrom::step(from),
         };
         let key = SeriesKey {
             project: pk.clone(),
@@ -331,12 +360,12 @@ pub(crate) async fn many_series(
     let (views, buckets) = (&st.views, q.buckets);
     let out: Vec<SeriesJson> = futures::stream::iter(reads)
         .map(|(key, from)| async move {
-            let body = if from > to {
-                SeriesBody::points(&[], limit)
+            let body = if from.step > to {
+                SeriesBody::points(Vec::new(), limit)
             } else if let Some(n) = buckets {
-                SeriesBody::buckets(&views.read_buckets(&key, from, to, n).await?)
+                SeriesBody::buckets(&views.read_buckets(&key, from.step, to, n).await?)
             } else {
-                SeriesBody::points(&views.read_points(&key, from, to, limit).await?, limit)
+                SeriesBody::points(views.read_points(&key, from, to, limit + 1).await?, limit)
             };
             Ok::<_, ApiError>(SeriesJson {
                 run: Some(key.run),
@@ -365,8 +394,16 @@ pub(crate) async fn string_series(
             "string series cannot be bucketed; page through them with limit",
         ));
     }
+    if q.from_time_ms.is_some() {
+        return Err(ApiError::invalid(
+            "from_time_ms",
+            "a string series holds one line per step: page through it with from_step",
+        ));
+    }
     let r = resolve(&st, &project, run, &p, &q).await?;
-    let lines = r.read(&st, st.views.read_lines(&r.key, r.from, r.to, r.limit)).await?;
+    let lines = r
+        .read(&st, st.views.read_lines(&r.key, r.from.step, r.to, r.limit))
+        .await?;
     let next = (lines.len() == r.limit)
         .then(|| lines.last().map(|l| l.step + 1))
         .flatten();

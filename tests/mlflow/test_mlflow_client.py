@@ -268,8 +268,11 @@ def test_metric_history_pages_and_bulk_interval(server):
     history = c.get_metric_history(rid, "loss")
     assert [m.step for m in history] == list(range(3000))
 
-    status, body = call(server, "GET", f"/api/2.0/mlflow/metrics/get-history?run_id={rid}&metric_key=loss&max_results=1000")
-    assert status == 200 and len(body["metrics"]) == 1000 and body["next_page_token"] == "1000"
+    page = f"/api/2.0/mlflow/metrics/get-history?run_id={rid}&metric_key=loss&max_results=1000"
+    status, body = call(server, "GET", page)
+    assert status == 200 and len(body["metrics"]) == 1000 and body["next_page_token"]
+    status, body = call(server, "GET", page + "&page_token=" + body["next_page_token"])
+    assert status == 200 and [m["step"] for m in body["metrics"]] == list(range(1000, 2000))
     status, body = call(
         server,
         "GET",
@@ -279,6 +282,40 @@ def test_metric_history_pages_and_bulk_interval(server):
     steps = [m["step"] for m in body["metrics"]]
     assert len(steps) == 10 and steps[0] == 100 and steps[-1] == 199
     assert all(m["run_id"] == rid for m in body["metrics"])
+
+
+def test_metrics_logged_again_at_a_step_keep_every_value(server):
+    """MLflow logs a metric without a step at step 0: its history keeps every value, in time order,
+    and the latest is the run's metric."""
+    c = MlflowClient()
+    rid = c.create_run("0").info.run_id
+    values = [0.5, 0.4, 0.45, 0.3]
+    for i, v in enumerate(values):
+        c.log_metric(rid, "loss", v, timestamp=1_700_000_000_000 + i)
+    c.log_metric(rid, "acc", 0.7, timestamp=1_700_000_000_000, step=3)
+    c.log_metric(rid, "acc", 0.6, timestamp=1_700_000_000_009, step=2)
+    c.log_metric(rid, "acc", 0.8, timestamp=1_700_000_000_001, step=3)
+    history = c.get_metric_history(rid, "loss")
+    assert [(m.step, m.value) for m in history] == [(0, v) for v in values]
+    assert [(m.step, m.value) for m in c.get_metric_history(rid, "acc")] == [(2, 0.6), (3, 0.7), (3, 0.8)]
+    metrics = c.get_run(rid).data.metrics
+    assert metrics["loss"] == 0.3 and metrics["acc"] == 0.8
+
+    # A page that ends inside step 0 resumes there.
+    page = f"/api/2.0/mlflow/metrics/get-history?run_id={rid}&metric_key=loss&max_results=3"
+    status, body = call(server, "GET", page)
+    assert status == 200 and [m["value"] for m in body["metrics"]] == values[:3] and body["next_page_token"]
+    status, body = call(server, "GET", page + "&page_token=" + body["next_page_token"])
+    assert status == 200 and [m["value"] for m in body["metrics"]] == values[3:]
+    assert "next_page_token" not in body
+
+    # The fluent API in a loop, no step and no timestamp given.
+    with mlflow.start_run() as run:
+        for v in range(5):
+            mlflow.log_metric("x", float(v))
+            time.sleep(0.002)
+    assert [m.value for m in c.get_metric_history(run.info.run_id, "x")] == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert [r.info.run_id for r in c.search_runs([run.info.experiment_id], "metrics.x = 4")] == [run.info.run_id]
 
 
 def test_error_shapes_match_what_the_client_parses(server):

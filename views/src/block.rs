@@ -1,14 +1,16 @@
 //! Packed blocks of float points.
 //!
-//! A float series is stored as blocks of up to [`BLOCK_POINTS`] consecutive points (sorted by
-//! step, one point per step, step ranges of blocks never overlap) rather than one row per point:
-//! one storage row then carries a thousand points, which is what lets the projector write
-//! millions of points a second, and a range read touches a handful of rows.
+//! A float series is stored as blocks of about [`BLOCK_POINTS`] consecutive points (sorted by
+//! step, then time; step ranges of blocks never overlap, so all points of a step share a block)
+//! rather than one row per point: one storage row then carries a thousand points, which is what
+//! lets the projector write millions of points a second, and a range read touches a handful of
+//! rows. A point is identified by its step and time: a step logged again at another time keeps
+//! both points, as MLflow's history does, and the same step and time again replaces the value.
 //!
 //! Layout of one block, `count` points (the count is kept beside the block):
 //! - a format byte (1);
-//! - steps: the first as a varint, then the gaps to the previous step as varints (steps are
-//!   increasing, so gaps are positive and usually 1: one byte each);
+//! - steps: the first as a varint, then the gaps to the previous step as varints (steps do not
+//!   decrease, so gaps are never negative and usually 1: one byte each);
 //! - times: zigzag varints of the difference to the previous time (the first against 0);
 //! - values: the IEEE-754 bits of each value, 8 bytes little-endian, so every float (NaN
 //!   payloads, -0.0, subnormals) reads back bit for bit.
@@ -16,12 +18,13 @@
 use crate::ViewError;
 
 /// Points per block a flush aims for. Larger blocks mean fewer rows; smaller ones mean less to
-/// rewrite when a slow series appends a few points to its last block.
+/// rewrite when a slow series appends a few points to its last block. A block holds more when
+/// one step has more points than this: a step is never split between blocks.
 pub const BLOCK_POINTS: usize = 1024;
 
 const FORMAT: u8 = 1;
 
-/// Points in columns, sorted by step with no step twice.
+/// Points in columns, sorted by (step, time) with no (step, time) twice.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Columns {
     pub steps: Vec<i64>,
@@ -50,14 +53,70 @@ impl Columns {
         self.values.push(value);
     }
 
-    /// `self` overlaid with `newer`: every point of both, and where both have a step, `newer`'s.
+    /// The points, borrowed.
+    pub fn as_slices(&self) -> Slices<'_> {
+        Slices {
+            steps: &self.steps,
+            times: &self.times,
+            values: &self.values,
+        }
+    }
+
+    /// `self` overlaid with `newer`: see [`Slices::overlay`].
     pub fn overlay(&self, newer: &Columns) -> Columns {
+        self.as_slices().overlay(newer.as_slices())
+    }
+
+    /// Each point as (step, time, value), in order.
+    pub fn points(&self) -> impl Iterator<Item = (i64, i64, f64)> + '_ {
+        (0..self.len()).map(|i| (self.steps[i], self.times[i], self.values[i]))
+    }
+
+    /// Where the blocks of these points end: after about [`BLOCK_POINTS`] points each, at a
+    /// change of step (the points of one step stay in one block).
+    pub fn block_ends(&self) -> Vec<usize> {
+        let mut ends = Vec::new();
+        let mut end = 0;
+        while end < self.len() {
+            end = (end + BLOCK_POINTS).min(self.len());
+            while end < self.len() && self.steps[end] == self.steps[end - 1] {
+                end += 1;
+            }
+            ends.push(end);
+        }
+        ends
+    }
+}
+
+/// Points in borrowed columns, with the order of [`Columns`].
+#[derive(Debug, Clone, Copy)]
+pub struct Slices<'a> {
+    pub steps: &'a [i64],
+    pub times: &'a [i64],
+    pub values: &'a [f64],
+}
+
+impl Slices<'_> {
+    fn len(&self) -> usize {
+        self.steps.len()
+    }
+
+    fn key(&self, i: usize) -> (i64, i64) {
+        (self.steps[i], self.times[i])
+    }
+
+    /// `self` overlaid with `newer`: every point of both, and where both have a point at the same
+    /// step and time, `newer`'s.
+    pub fn overlay(&self, newer: Slices<'_>) -> Columns {
         let mut out = Columns::default();
+        out.steps.reserve(self.len() + newer.len());
+        out.times.reserve(self.len() + newer.len());
+        out.values.reserve(self.len() + newer.len());
         let (mut i, mut j) = (0, 0);
         while i < self.len() || j < newer.len() {
-            let take_newer = j < newer.len() && (i >= self.len() || newer.steps[j] <= self.steps[i]);
+            let take_newer = j < newer.len() && (i >= self.len() || newer.key(j) <= self.key(i));
             if take_newer {
-                if i < self.len() && self.steps[i] == newer.steps[j] {
+                if i < self.len() && self.key(i) == newer.key(j) {
                     i += 1;
                 }
                 out.push(newer.steps[j], newer.times[j], newer.values[j]);
@@ -94,7 +153,7 @@ pub fn encode(cols: &Columns, range: std::ops::Range<usize>) -> Vec<u8> {
     out.push(FORMAT);
     let mut prev: Option<i64> = None;
     for &s in &cols.steps[range.clone()] {
-        // Steps are validated to 0..2^53 and increasing, so neither subtraction can wrap.
+        // Steps are validated to 0..2^53 and do not decrease, so neither subtraction can wrap.
         put_varint(&mut out, prev.map_or(s, |p| s - p) as u64);
         prev = Some(s);
     }
@@ -232,6 +291,31 @@ mod tests {
     }
 
     #[test]
+    fn blocks_end_near_the_size_and_never_inside_a_step() {
+        let mut c = Columns::default();
+        for i in 0..BLOCK_POINTS as i64 + 10 {
+            c.push(i, 0, 0.0);
+        }
+        assert_eq!(c.block_ends(), vec![BLOCK_POINTS, BLOCK_POINTS + 10]);
+        // A step of 3,000 points straddling the first cut stays whole.
+        let mut c = Columns::default();
+        for i in 0..1_000 {
+            c.push(i, 0, 0.0);
+        }
+        for t in 0..3_000 {
+            c.push(1_000, t, 0.0);
+        }
+        for i in 1_001..1_500 {
+            c.push(i, 0, 0.0);
+        }
+        assert_eq!(c.block_ends(), vec![4_000, 4_499]);
+        assert_eq!(Columns::default().block_ends(), Vec::<usize>::new());
+        // Repeated steps encode (a zero gap) and decode in order.
+        let c = cols(&[(0, 5, 1.0), (0, 6, 2.0), (0, 9, 3.0), (4, 1, 4.0), (4, 2, 5.0)]);
+        assert_eq!(bits(&roundtrip(&c)), bits(&c));
+    }
+
+    #[test]
     fn a_slice_of_columns_encodes_alone() {
         let c = cols(&[(5, 10, 1.0), (6, 11, 2.0), (9, 12, 3.0), (12, 13, 4.0)]);
         let data = encode(&c, 1..3);
@@ -263,12 +347,25 @@ mod tests {
     }
 
     #[test]
-    fn overlay_keeps_every_step_once_and_newer_wins() {
+    fn overlay_keeps_every_step_and_time_once_and_newer_wins() {
         let old = cols(&[(1, 1, 1.0), (3, 3, 3.0), (5, 5, 5.0)]);
-        let new = cols(&[(0, 10, 0.5), (3, 30, 30.0), (6, 60, 60.0)]);
+        let new = cols(&[(0, 10, 0.5), (3, 3, 30.0), (3, 30, 31.0), (6, 60, 60.0)]);
         assert_eq!(
             old.overlay(&new),
-            cols(&[(0, 10, 0.5), (1, 1, 1.0), (3, 30, 30.0), (5, 5, 5.0), (6, 60, 60.0)])
+            cols(&[
+                (0, 10, 0.5),
+                (1, 1, 1.0),
+                (3, 3, 30.0),
+                (3, 30, 31.0),
+                (5, 5, 5.0),
+                (6, 60, 60.0)
+            ])
+        );
+        // Points of a step at other times stay, in time order, on either side.
+        let new = cols(&[(5, 1, -1.0), (5, 9, 9.0)]);
+        assert_eq!(
+            old.overlay(&new),
+            cols(&[(1, 1, 1.0), (3, 3, 3.0), (5, 1, -1.0), (5, 5, 5.0), (5, 9, 9.0)])
         );
         assert_eq!(Columns::default().overlay(&new), new);
         assert_eq!(old.overlay(&Columns::default()), old);

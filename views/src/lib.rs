@@ -107,8 +107,15 @@ pub trait ViewStore: Send + Sync + 'static {
         Ok(out)
     }
 
-    /// Raw float points of a series with `from <= step`, `step <= to`, in step order.
-    async fn read_points(&self, key: &SeriesKey, from: i64, to: i64, limit: usize) -> Result<Vec<PointRow>, ViewError>;
+    /// Raw float points of a series from `from` (a step, and a time within it) to the step `to`,
+    /// in (step, time) order.
+    async fn read_points(
+        &self,
+        key: &SeriesKey,
+        from: PointFrom,
+        to: i64,
+        limit: usize,
+    ) -> Result<Vec<PointRow>, ViewError>;
 
     async fn read_lines(&self, key: &SeriesKey, from: i64, to: i64, limit: usize) -> Result<Vec<LineRow>, ViewError>;
 

@@ -72,7 +72,8 @@ impl Agg {
         self.max = self.max.max(o.max);
         self.sum += o.sum;
         self.first_step = self.first_step.min(o.first_step);
-        if o.last_step >= self.last_step {
+        // The last point is the latest of the highest step (MLflow's latest metric).
+        if (o.last_step, o.last_time_ms) >= (self.last_step, self.last_time_ms) {
             self.last_step = o.last_step;
             self.last_value = o.last_value;
             self.last_time_ms = o.last_time_ms;
@@ -311,6 +312,11 @@ mod tests {
             (a.first_step, a.last_step, a.last_value, a.last_time_ms),
             (1, 5, 2.0, 50)
         );
+        // At the last step, the latest time is the last value, whatever the order of arrival.
+        a.add(5, 40, 7.0);
+        assert_eq!((a.last_step, a.last_value, a.last_time_ms), (5, 2.0, 50));
+        a.add(5, 60, 8.0);
+        assert_eq!((a.last_step, a.last_value, a.last_time_ms), (5, 8.0, 60));
         let mut only_nan = Agg::EMPTY;
         only_nan.add(0, 0, f64::NAN);
         assert_eq!(only_nan.min_opt(), None);

@@ -190,11 +190,47 @@ pub struct SeriesSummary {
     pub last_time_ms: Option<i64>,
 }
 
+/// One float point. A series holds at most one point per (step, time); a step may hold several
+/// at different times (a value logged again at a step), kept in time order.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PointRow {
     pub step: i64,
     pub time_ms: i64,
     pub value: f64,
+}
+
+/// Where a read of float points starts: the points at `step` from `time_ms` on, then the later
+/// steps. A page that ends inside a step resumes at its last point's step and time + 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PointFrom {
+    pub step: i64,
+    pub time_ms: i64,
+}
+
+impl PointFrom {
+    /// Every point of `step` and on.
+    pub const fn step(step: i64) -> Self {
+        PointFrom {
+            step,
+            time_ms: i64::MIN,
+        }
+    }
+
+    /// Where the page after one ending with `last` starts.
+    pub fn after(last: &PointRow) -> Self {
+        match last.time_ms.checked_add(1) {
+            Some(time_ms) => PointFrom {
+                step: last.step,
+                time_ms,
+            },
+            None => PointFrom::step(last.step.saturating_add(1)),
+        }
+    }
+
+    /// Whether a point at (`step`, `time_ms`) is at or after this start.
+    pub fn admits(&self, step: i64, time_ms: i64) -> bool {
+        (step, time_ms) >= (self.step, self.time_ms)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -90,7 +90,10 @@ async fn apply_then_read(store: Arc<dyn ViewStore>) {
     for s in &over {
         expected[*s as usize] = 42.0;
     }
-    let pts = store.read_points(&key("loss"), 0, i64::MAX, 100_000).await.unwrap();
+    let pts = store
+        .read_points(&key("loss"), PointFrom::step(0), i64::MAX, 100_000)
+        .await
+        .unwrap();
     assert_eq!(pts.iter().map(|p| p.value).collect::<Vec<_>>(), expected);
 
     // Buckets over arbitrary ranges agree with brute force over the raw points.
@@ -185,7 +188,10 @@ async fn nan_and_infinities_survive(store: Arc<dyn ViewStore>) {
         ))
         .await
         .unwrap();
-    let pts = store.read_points(&key("loss"), 0, 10, 10).await.unwrap();
+    let pts = store
+        .read_points(&key("loss"), PointFrom::step(0), 10, 10)
+        .await
+        .unwrap();
     assert!(pts[0].value.is_nan());
     assert_eq!(pts[1].value, f64::INFINITY);
     assert_eq!(pts[2].value, f64::NEG_INFINITY);
@@ -470,44 +476,60 @@ impl Rng {
     }
 }
 
-/// Many flushes of appends, overwrites, out-of-order fills and far-away steps: after each one the
-/// series reads back exactly as a map of step to its last (time, value), raw and in buckets.
+/// Many flushes of appends, overwrites, out-of-order fills, far-away steps and steps logged again
+/// at other times: after each one the series reads back exactly as a map of (step, time) to its
+/// last value, raw, in pages that end inside a step, and in buckets.
 async fn random_writes_read_back_like_a_map(store: Arc<dyn ViewStore>, seed: u64) {
     use std::collections::BTreeMap;
     let mut rng = Rng(seed);
-    let mut model: BTreeMap<i64, (i64, f64)> = BTreeMap::new();
+    let mut model: BTreeMap<(i64, i64), f64> = BTreeMap::new();
     let mut next_append = 0i64;
+    let time = |rng: &mut Rng| 1_700_000_000_000 + rng.below(1 << 30) as i64;
     for flush in 0..40u64 {
-        let mut pts: BTreeMap<i64, (i64, f64)> = BTreeMap::new();
+        let mut pts: BTreeMap<(i64, i64), f64> = BTreeMap::new();
         for _ in 0..1 + rng.below(3) {
-            match rng.below(5) {
+            match rng.below(7) {
                 // Appends, every step or every other one (leaving gaps to fill later).
                 0 | 1 => {
                     let stride = 1 + rng.below(2) as i64;
                     for _ in 0..rng.below(3000) {
-                        pts.insert(next_append, (0, 0.0));
+                        pts.insert((next_append, time(&mut rng)), 0.0);
                         next_append += stride;
                     }
                 }
-                // Overwrites of steps already written.
+                // Overwrites of points already written (same step, same time).
                 2 => {
                     for _ in 0..rng.below(50) {
-                        if next_append > 0 {
-                            pts.insert(rng.below(next_append as u64) as i64, (0, 0.0));
+                        let at = (rng.below(next_append as u64 + 1) as i64, i64::MIN);
+                        if let Some((&k, _)) = model.range(at..).next() {
+                            pts.insert(k, 0.0);
                         }
                     }
                 }
                 // A few far-away steps.
                 3 => {
                     for _ in 0..rng.below(4) {
-                        pts.insert(1_000_000 + rng.below(1 << 40) as i64, (0, 0.0));
+                        pts.insert((1_000_000 + rng.below(1 << 40) as i64, time(&mut rng)), 0.0);
+                    }
+                }
+                // Steps logged again at other times: a few, or one step many times (more points
+                // than a block holds, as MLflow's step-less metrics all land at step 0).
+                4 => {
+                    for _ in 0..rng.below(50) {
+                        pts.insert((rng.below(next_append as u64 + 1) as i64, time(&mut rng)), 0.0);
+                    }
+                }
+                5 => {
+                    let step = rng.below(next_append as u64 + 1) as i64;
+                    for _ in 0..rng.below(1500) {
+                        pts.insert((step, time(&mut rng)), 0.0);
                     }
                 }
                 // A dense burst somewhere in the past.
                 _ => {
                     let start = rng.below(next_append.max(1) as u64) as i64;
                     for s in start..start + rng.below(200) as i64 {
-                        pts.insert(s, (0, 0.0));
+                        pts.insert((s, time(&mut rng)), 0.0);
                     }
                 }
             }
@@ -518,16 +540,16 @@ async fn random_writes_read_back_like_a_map(store: Arc<dyn ViewStore>, seed: u64
                 1 => (-0.0f64).to_bits(),
                 _ => (rng.below(2_000_000) as f64 / 7.0 - 100_000.0).to_bits(),
             };
-            *v = (1_700_000_000_000 + rng.below(1 << 30) as i64, f64::from_bits(bits));
+            *v = f64::from_bits(bits);
         }
-        model.extend(pts.iter().map(|(s, v)| (*s, *v)));
+        model.extend(pts.iter().map(|(k, v)| (*k, *v)));
         store
             .apply(RowBatch {
                 float_series: vec![FloatSeriesRows {
                     key: key("m"),
-                    steps: pts.keys().copied().collect(),
-                    times_ms: pts.values().map(|v| v.0).collect(),
-                    values: pts.values().map(|v| v.1).collect(),
+                    steps: pts.keys().map(|k| k.0).collect(),
+                    times_ms: pts.keys().map(|k| k.1).collect(),
+                    values: pts.values().copied().collect(),
                 }],
                 checkpoint: vec![(0, flush + 1)],
                 ..Default::default()
@@ -538,9 +560,9 @@ async fn random_writes_read_back_like_a_map(store: Arc<dyn ViewStore>, seed: u64
         let exact = |rows: &[PointRow]| -> Vec<(i64, i64, u64)> {
             rows.iter().map(|p| (p.step, p.time_ms, p.value.to_bits())).collect()
         };
-        let want: Vec<(i64, i64, u64)> = model.iter().map(|(s, (t, v))| (*s, *t, v.to_bits())).collect();
+        let want: Vec<(i64, i64, u64)> = model.iter().map(|((s, t), v)| (*s, *t, v.to_bits())).collect();
         let all = store
-            .read_points(&key("m"), 0, i64::MAX, usize::MAX >> 1)
+            .read_points(&key("m"), PointFrom::step(0), i64::MAX, usize::MAX >> 1)
             .await
             .unwrap();
         assert_eq!(exact(&all), want, "seed {seed} flush {flush}: every point");
@@ -550,24 +572,48 @@ async fn random_writes_read_back_like_a_map(store: Arc<dyn ViewStore>, seed: u64
             rng.below(next_append as u64 + 10) as i64,
         );
         let (from, to) = (a.min(b), a.max(b));
+        // From a step, or from a time within it.
+        let start = match rng.below(2) {
+            0 => PointFrom::step(from),
+            _ => PointFrom {
+                step: from,
+                time_ms: time(&mut rng),
+            },
+        };
         let limit = 1 + rng.below(2000) as usize;
-        let page = store.read_points(&key("m"), from, to, limit).await.unwrap();
+        let page = store.read_points(&key("m"), start, to, limit).await.unwrap();
         let want_page: Vec<_> = want
             .iter()
-            .filter(|p| p.0 >= from && p.0 <= to)
+            .filter(|p| start.admits(p.0, p.1) && p.0 <= to)
             .take(limit)
             .copied()
             .collect();
         assert_eq!(
             exact(&page),
             want_page,
-            "seed {seed} flush {flush}: {from}..={to} limit {limit}"
+            "seed {seed} flush {flush}: {start:?}..={to} limit {limit}"
         );
+        // Paging through the whole series, each page resuming after the last point of the one
+        // before, even inside a step: every point once.
+        if flush % 8 == 7 {
+            let limit = want.len() / 6 + 1;
+            let mut paged = Vec::new();
+            let mut at = PointFrom::step(0);
+            loop {
+                let page = store.read_points(&key("m"), at, i64::MAX, limit).await.unwrap();
+                paged.extend(exact(&page));
+                match page.last() {
+                    Some(last) if page.len() == limit => at = PointFrom::after(last),
+                    _ => break,
+                }
+            }
+            assert_eq!(paged, want, "seed {seed} flush {flush}: pages of {limit}");
+        }
 
         let n = 1 + rng.below(300) as usize;
         let got = store.read_buckets(&key("m"), from, to, n).await.unwrap();
         let mut total = Agg::EMPTY;
-        for (s, (t, v)) in model.range(from..=to) {
+        for ((s, t), v) in model.range((from, i64::MIN)..=(to, i64::MAX)) {
             total.add(*s, *t, *v);
         }
         assert!(got.len() <= n);
@@ -586,9 +632,10 @@ async fn random_writes_read_back_like_a_map(store: Arc<dyn ViewStore>, seed: u64
             );
         }
         assert_eq!(
-            got.last().map(|b| b.last_value.to_bits()),
-            (total.count > 0).then_some(total.last_value.to_bits()),
-            "seed {seed} flush {flush}: last value of {from}..={to}"
+            got.last()
+                .map(|b| (b.last_step, b.last_time_ms, b.last_value.to_bits())),
+            (total.count > 0).then_some((total.last_step, total.last_time_ms, total.last_value.to_bits())),
+            "seed {seed} flush {flush}: last point of {from}..={to}"
         );
     }
 }
@@ -633,10 +680,11 @@ async fn sqlite_checkpoints_in_the_background() {
     }
 }
 
-/// Views made by a build before the attributes had a copy keyed by path (schema version 1):
-/// opening them with this build fills the copy, and searches on attributes find what they did.
+/// Views made by a build before the attributes had a copy keyed by path and before points were
+/// keyed by step and time (schema version 1): opening them with this build fills the copy,
+/// searches on attributes find what they did, and each step keeps its latest point.
 #[tokio::test]
-async fn clickhouse_migration_fills_the_attributes_by_path() {
+async fn clickhouse_migrations_from_version_1() {
     use runstream_views::search::*;
     let url = support::clickhouse_url("migrate");
     let store = ClickHouseViews::open(&url).await.unwrap();
@@ -666,11 +714,17 @@ async fn clickhouse_migration_fills_the_attributes_by_path() {
     let expected = vec![("r1".to_string(), Some(Value::Float(0.1)))];
     assert_eq!(found(store.search_runs(search()).await.unwrap()), expected);
 
-    // Back to version 1: no copy, the migration not recorded.
+    // Back to version 1: no copy, points keyed by step (step 0 written twice, at two times, in
+    // two parts: both versions stored until a merge), the migrations not recorded.
     let u = ClickHouseUrl::parse(&url).unwrap();
     let client = u.client().with_database(&u.database);
     for sql in [
         "DROP TABLE g0_attributes_by_path",
+        "DROP TABLE g0_float_points",
+        "CREATE TABLE g0_points (project String, run String, path String, step Int64, time_ms Int64,
+         value Float64, ver UInt64) ENGINE = ReplacingMergeTree(ver) ORDER BY (project, run, path, step)",
+        "INSERT INTO g0_points VALUES ('w/p', 'r1', 'loss', 0, 1000, 1.0, 1), ('w/p', 'r1', 'loss', 3, 1003, 3.0, 1)",
+        "INSERT INTO g0_points VALUES ('w/p', 'r1', 'loss', 0, 1009, 2.0, 2)",
         "DROP TABLE g0_migrations",
         "CREATE TABLE g0_migrations (version UInt32) ENGINE = MergeTree ORDER BY version",
         "INSERT INTO g0_migrations (version) VALUES (1)",
@@ -679,6 +733,21 @@ async fn clickhouse_migration_fills_the_attributes_by_path() {
     }
     let reopened = ClickHouseViews::open(&url).await.unwrap();
     assert_eq!(found(reopened.search_runs(search()).await.unwrap()), expected);
+    let rows = reopened
+        .read_points(&key("loss"), PointFrom::step(0), i64::MAX, 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        rows.iter().map(|p| (p.step, p.time_ms, p.value)).collect::<Vec<_>>(),
+        vec![(0, 1009, 2.0), (3, 1003, 3.0)]
+    );
+    let tables: Vec<String> = client
+        .query("SELECT name FROM system.tables WHERE database = ? AND name = 'g0_points'")
+        .bind(&u.database)
+        .fetch_all()
+        .await
+        .unwrap();
+    assert!(tables.is_empty(), "the old points table is dropped: {tables:?}");
     // Later writes reach both keyings.
     reopened.apply(batch(1, vec![1], vec![2.0], 2)).await.unwrap();
     assert_eq!(
@@ -702,7 +771,10 @@ async fn clickhouse_large_flushes_and_key_rows() {
         values: (0..70_000).map(|s| -(s as f64)).collect(),
     });
     store.apply(b).await.unwrap();
-    let loss = store.read_points(&key("loss"), 0, i64::MAX, 1_000_000).await.unwrap();
+    let loss = store
+        .read_points(&key("loss"), PointFrom::step(0), i64::MAX, 1_000_000)
+        .await
+        .unwrap();
     assert_eq!(loss.len(), n as usize);
     assert!(
         loss.iter()
@@ -710,7 +782,10 @@ async fn clickhouse_large_flushes_and_key_rows() {
             .all(|(i, p)| p.step == i as i64 && p.time_ms == 1000 + i as i64 && p.value == i as f64 * 0.5),
         "every point in step order with its time and value"
     );
-    let acc = store.read_points(&key("acc"), 65_530, 65_540, 100).await.unwrap();
+    let acc = store
+        .read_points(&key("acc"), PointFrom::step(65_530), 65_540, 100)
+        .await
+        .unwrap();
     assert_eq!(
         acc.iter().map(|p| (p.step, p.value)).collect::<Vec<_>>(),
         (65_530..=65_540).map(|s| (s, -(s as f64))).collect::<Vec<_>>()

@@ -111,15 +111,21 @@ class Server:
         steps: list[int] = []
         times: list[int] = []
         values: list[Any] = []
-        frm = 0
+        frm, frm_time = 0, None
         while True:
-            page = self.get(f"/api/v1/projects/{PROJECT}/runs/{run}/series", path=path, from_step=frm, limit=100_000)
+            page = self.get(
+                f"/api/v1/projects/{PROJECT}/runs/{run}/series",
+                path=path,
+                from_step=frm,
+                from_time_ms=frm_time,
+                limit=100_000,
+            )
             steps += page["steps"]
             times += page["times_ms"]
             values += page["values"]
             if page.get("next_from_step") is None:
                 return steps, times, values
-            frm = page["next_from_step"]
+            frm, frm_time = page["next_from_step"], page.get("next_from_time_ms")
 
     def lines(self, run: str, path: str) -> dict[str, Any]:
         return self.get(f"/api/v1/projects/{PROJECT}/runs/{run}/lines", path=path, limit=100_000)

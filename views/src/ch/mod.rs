@@ -70,6 +70,7 @@ const MIGRATIONS: &[&[&str]] = &[
      ENGINE = ReplacingMergeTree(ver) ORDER BY (project, run, path, kind)",
         "CREATE TABLE IF NOT EXISTS {t}series_keys (project String, path String, kind String)
      ENGINE = ReplacingMergeTree ORDER BY (project, path, kind)",
+        // Replaced by `float_points` (migration 3), which keys a point by its step and time.
         "CREATE TABLE IF NOT EXISTS {t}points (
         project String, run String, path String, step Int64, time_ms Int64, value Float64, ver UInt64)
      ENGINE = ReplacingMergeTree(ver) ORDER BY (project, run, path, step)",
@@ -109,6 +110,19 @@ const MIGRATIONS: &[&[&str]] = &[
         // Rows written again by a migration that is run twice carry the same versions: no change.
         "INSERT INTO {t}attributes_by_path SELECT project, run, path, vtype, i, f, s, deleted, ver FROM {t}attributes",
     ],
+    &[
+        // Float points keyed by step and time: a step logged again at another time is a second
+        // point (MLflow's metric history keeps both), not a new version of the first. The copy
+        // takes the latest version of each step, which is what `points` meant; run twice, it
+        // writes the same rows with the same versions.
+        "CREATE TABLE IF NOT EXISTS {t}float_points (
+        project String, run String, path String, step Int64, time_ms Int64, value Float64, ver UInt64)
+     ENGINE = ReplacingMergeTree(ver) ORDER BY (project, run, path, step, time_ms)",
+        "INSERT INTO {t}float_points SELECT project, run, path, step, argMax(time_ms, ver), argMax(value, ver),
+        max(ver) FROM {t}points GROUP BY project, run, path, step",
+    ],
+    // Apart from the copy, so that a copy cut short is run again from the table it reads.
+    &["DROP TABLE IF EXISTS {t}points"],
 ];
 
 /// Where the views live: `clickhouse://[USER[:PASSWORD]@]HOST:PORT[/DATABASE][?generation=NAME]`,
@@ -490,7 +504,13 @@ impl ViewStore for ClickHouseViews {
         read::get_run(self, project, run).await
     }
 
-    async fn read_points(&self, key: &SeriesKey, from: i64, to: i64, limit: usize) -> Result<Vec<PointRow>, ViewError> {
+    async fn read_points(
+        &self,
+        key: &SeriesKey,
+        from: PointFrom,
+        to: i64,
+        limit: usize,
+    ) -> Result<Vec<PointRow>, ViewError> {
         read::points(self, key, from, to, limit).await
     }
 

@@ -312,24 +312,26 @@ struct PointRec {
 pub(super) async fn points(
     v: &ClickHouseViews,
     key: &SeriesKey,
-    from: i64,
+    from: PointFrom,
     to: i64,
     limit: usize,
 ) -> Result<Vec<PointRow>, ViewError> {
-    if from > to || limit == 0 {
+    if from.step > to || limit == 0 {
         return Ok(Vec::new());
     }
     let rows: Vec<PointRec> = v
         .sql(
-            "SELECT step, argMax(time_ms, ver), argMax(value, ver) FROM {t}points
-             WHERE project = ? AND run = ? AND path = ? AND step BETWEEN ? AND ?
-             GROUP BY step ORDER BY step LIMIT ?",
+            "SELECT step, time_ms, argMax(value, ver) FROM {t}float_points
+             WHERE project = ? AND run = ? AND path = ? AND step BETWEEN ? AND ? AND (step > ? OR time_ms >= ?)
+             GROUP BY step, time_ms ORDER BY step, time_ms LIMIT ?",
         )
         .bind(&key.project)
         .bind(&key.run)
         .bind(&key.path)
-        .bind(from)
+        .bind(from.step)
         .bind(to)
+        .bind(from.step)
+        .bind(from.time_ms)
         .bind(limit.min(i64::MAX as usize) as u64)
         .fetch_all()
         .await
@@ -485,14 +487,14 @@ struct VersionedPoint {
     ver: u64,
 }
 
-/// Every point in `from..=to`, in step order, for a range the plan keeps short (an edge of a
+/// Every point in `from..=to`, in (step, time) order, for a range the plan keeps short (an edge of a
 /// bucket read, finer than the finest rollup).
 async fn edge_points(v: &ClickHouseViews, key: &SeriesKey, from: i64, to: i64) -> Result<Vec<PointRow>, ViewError> {
     // Every stored version of each point (a few until merges), the latest picked here: a
     // query that groups in the server costs it more than the rows do.
     let rows: Vec<VersionedPoint> = v
         .sql(
-            "SELECT step, time_ms, value, ver FROM {t}points
+            "SELECT step, time_ms, value, ver FROM {t}float_points
              WHERE project = ? AND run = ? AND path = ? AND step BETWEEN ? AND ?",
         )
         .bind(&key.project)
@@ -503,9 +505,9 @@ async fn edge_points(v: &ClickHouseViews, key: &SeriesKey, from: i64, to: i64) -
         .fetch_all()
         .await
         .map_err(storage)?;
-    Ok(latest(rows.into_iter().map(|p| (p.step, p.ver, (p.time_ms, p.value))))
+    Ok(latest(rows.into_iter().map(|p| ((p.step, p.time_ms), p.ver, p.value)))
         .into_iter()
-        .map(|(step, (time_ms, value))| PointRow { step, time_ms, value })
+        .map(|((step, time_ms), value)| PointRow { step, time_ms, value })
         .collect())
 }
 
@@ -723,8 +725,8 @@ pub(super) async fn dump(v: &ClickHouseViews) -> Result<String, ViewError> {
     }
     let mut cursor = v
         .sql(
-            "SELECT project, run, path, step, argMax(time_ms, ver), argMax(value, ver) FROM {t}points
-             GROUP BY project, run, path, step ORDER BY project, run, path, step",
+            "SELECT project, run, path, step, time_ms, argMax(value, ver) FROM {t}float_points
+             GROUP BY project, run, path, step, time_ms ORDER BY project, run, path, step, time_ms",
         )
         .fetch::<DumpPoint>()
         .map_err(storage)?;

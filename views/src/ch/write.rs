@@ -685,7 +685,7 @@ async fn write_float_series(views: &ClickHouseViews, batch: &RowBatch, ver: &Ver
     }
     // The points go in while the rollups are read back and recomputed: what the read-back
     // sees of them is what the overlay writes again, so either order gives the same rows.
-    let points = insert_series(views, "points", &batch.float_series, ver, |block, pieces| {
+    let points = insert_series(views, "float_points", &batch.float_series, ver, |block, pieces| {
         block.slices("value", pieces.iter().map(|(s, r)| &s.values[r.clone()]));
     });
     let rollups = async {
@@ -697,7 +697,7 @@ async fn write_float_series(views: &ClickHouseViews, batch: &RowBatch, ver: &Ver
 
         // Stored points of the dirty level-0 buckets.
         let read_points = async {
-            let mut stored_points: HashMap<Key, Vec<(i64, i64, f64)>> = HashMap::new();
+            let mut stored_points: HashMap<Key, block::Columns> = HashMap::new();
             let mut conds = Vec::new();
             let mut binds: Vec<(String, String, String, i64, i64)> = Vec::new();
             for (s, d) in batch.float_series.iter().zip(&dirty) {
@@ -714,18 +714,18 @@ async fn write_float_series(views: &ClickHouseViews, batch: &RowBatch, ver: &Ver
             }
             for (conds, binds) in conds.chunks(500).zip(binds.chunks(500)) {
                 let mut q = views.sql(&format!(
-                    "SELECT project, run, path, step, argMax(time_ms, ver), argMax(value, ver) FROM {{t}}points
-                     WHERE {} GROUP BY project, run, path, step ORDER BY project, run, path, step",
+                    "SELECT project, run, path, step, time_ms, argMax(value, ver) FROM {{t}}float_points
+                     WHERE {} GROUP BY project, run, path, step, time_ms ORDER BY project, run, path, step, time_ms",
                     conds.join(" OR ")
                 ));
                 for (p, r, path, lo, hi) in binds {
                     q = q.bind(p).bind(r).bind(path).bind(lo).bind(hi);
                 }
                 for p in q.fetch_all::<StoredPoint>().await.map_err(storage)? {
-                    stored_points
-                        .entry((p.project, p.run, p.path))
-                        .or_default()
-                        .push((p.step, p.time_ms, p.value));
+                    let cols = stored_points.entry((p.project, p.run, p.path)).or_default();
+                    cols.steps.push(p.step);
+                    cols.times.push(p.time_ms);
+                    cols.values.push(p.value);
                 }
             }
             Ok::<_, ViewError>(stored_points)
@@ -790,9 +790,13 @@ async fn write_float_series(views: &ClickHouseViews, batch: &RowBatch, ver: &Ver
         for (i, (s, d)) in batch.float_series.iter().zip(&dirty).enumerate() {
             let key = key_of(&s.key);
             let old = stored_points.remove(&key).unwrap_or_default();
-            let merged = overlay(&old, s);
+            let merged = old.as_slices().overlay(block::Slices {
+                steps: &s.steps,
+                times: &s.times_ms,
+                values: &s.values,
+            });
             let stored = stored_aggs.get(&key).unwrap_or(&empty);
-            let fresh = rollup::recompute(d, merged, stored);
+            let fresh = rollup::recompute(d, merged.points(), stored);
             let mut summary = Agg::EMPTY;
             let mut top_rows: BTreeMap<i64, Agg> = stored
                 .range((top, i64::MIN)..=(top, i64::MAX))
@@ -908,27 +912,6 @@ async fn insert_keys(views: &ClickHouseViews, table: KeyTable, keys: Vec<(&str, 
     Ok(())
 }
 
-/// Stored points (in step order) overlaid with a flush's points (in step order): a step written
-/// again takes its new value.
-fn overlay(old: &[(i64, i64, f64)], new: &FloatSeriesRows) -> Vec<(i64, i64, f64)> {
-    let mut out = Vec::with_capacity(old.len() + new.steps.len());
-    let (mut i, mut j) = (0, 0);
-    while i < old.len() || j < new.steps.len() {
-        let take_new = j < new.steps.len() && (i >= old.len() || new.steps[j] <= old[i].0);
-        if take_new {
-            if i < old.len() && old[i].0 == new.steps[j] {
-                i += 1;
-            }
-            out.push((new.steps[j], new.times_ms[j], new.values[j]));
-            j += 1;
-        } else {
-            out.push(old[i]);
-            i += 1;
-        }
-    }
-    out
-}
-
 #[derive(Row, Deserialize)]
 struct LineSummary {
     project: String,
@@ -1001,20 +984,5 @@ mod tests {
         assert!(version(1, 0) > version(0, 999_999));
         assert!(version(7, 3) > version(7, 2));
         assert_eq!(version(0, u32::MAX), (1 << 20) - 1, "an index past 2^20 saturates");
-    }
-
-    #[test]
-    fn overlay_keeps_new_values_of_steps_written_again() {
-        let new = FloatSeriesRows {
-            key: SeriesKey::default(),
-            steps: vec![2, 3, 9],
-            times_ms: vec![20, 30, 90],
-            values: vec![-2.0, -3.0, -9.0],
-        };
-        let old = [(1, 10, 1.0), (2, 11, 2.0), (5, 50, 5.0)];
-        assert_eq!(
-            overlay(&old, &new),
-            vec![(1, 10, 1.0), (2, 20, -2.0), (3, 30, -3.0), (5, 50, 5.0), (9, 90, -9.0)]
-        );
     }
 }

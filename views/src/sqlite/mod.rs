@@ -408,7 +408,13 @@ impl ViewStore for SqliteViews {
         .await
     }
 
-    async fn read_points(&self, key: &SeriesKey, from: i64, to: i64, limit: usize) -> Result<Vec<PointRow>, ViewError> {
+    async fn read_points(
+        &self,
+        key: &SeriesKey,
+        from: PointFrom,
+        to: i64,
+        limit: usize,
+    ) -> Result<Vec<PointRow>, ViewError> {
         let key = key.clone();
         self.read(move |c| match read::series_id(c, &key, "float")? {
             Some(id) => read::points(c, id, from, to, limit),

@@ -274,9 +274,15 @@ pub(super) fn series_id(c: &Connection, key: &SeriesKey, kind: &str) -> Result<O
     )
 }
 
-pub(super) fn points(c: &Connection, id: i64, from: i64, to: i64, limit: usize) -> Result<Vec<PointRow>, ViewError> {
+pub(super) fn points(
+    c: &Connection,
+    id: i64,
+    from: PointFrom,
+    to: i64,
+    limit: usize,
+) -> Result<Vec<PointRow>, ViewError> {
     let mut out = Vec::new();
-    if from > to || limit == 0 {
+    if from.step > to || limit == 0 {
         return Ok(out);
     }
     // From the block holding `from` (the last one starting at or before it) to the last block
@@ -287,7 +293,7 @@ pub(super) fn points(c: &Connection, id: i64, from: i64, to: i64, limit: usize) 
            AND first_step <= ?3
          ORDER BY first_step",
     )?;
-    let mut rows = stmt.query(params![id, from, to])?;
+    let mut rows = stmt.query(params![id, from.step, to])?;
     let mut cols = block::Columns::default();
     while let Some(r) = rows.next()? {
         cols.clear();
@@ -295,7 +301,7 @@ pub(super) fn points(c: &Connection, id: i64, from: i64, to: i64, limit: usize) 
         block::decode_into(data, r.get::<_, i64>(0)? as usize, &mut cols)?;
         for i in 0..cols.len() {
             let step = cols.steps[i];
-            if step < from {
+            if !from.admits(step, cols.times[i]) {
                 continue;
             }
             if step > to || out.len() >= limit {
@@ -326,7 +332,7 @@ pub(super) fn lines(c: &Connection, id: i64, from: i64, to: i64, limit: usize) -
 }
 
 fn raw_aggs(c: &Connection, id: i64, from: i64, to: i64) -> Result<Vec<Agg>, ViewError> {
-    Ok(points(c, id, from, to, usize::MAX >> 1)?
+    Ok(points(c, id, PointFrom::step(from), to, usize::MAX >> 1)?
         .into_iter()
         .map(|p| {
             let mut a = Agg::EMPTY;

@@ -267,7 +267,7 @@ struct Group {
 /// Points are merged into packed blocks ([`block`]): for every run of dirty level-0 buckets, the
 /// blocks overlapping it are read (plus the block just before it when that one has room, so a
 /// series that keeps appending fills its last block instead of leaving small ones), overlaid
-/// with the new points (a step written again takes its new value), cut into blocks again and
+/// with the new points (a step written again at the same time takes its new value), cut into blocks again and
 /// written back. Runs of buckets that share a block are merged into one group first, so the
 /// blocks written never overlap a block left alone. Level-0 rollups are computed from the merged
 /// points, which hold every point of each dirty bucket; coarser levels from the level below.
@@ -354,17 +354,17 @@ fn write_float_series(tx: &Transaction, id: i64, s: &FloatSeriesRows) -> Result<
         let start = next_new + s.steps[next_new..].partition_point(|&st| st < g.ranges[0].0);
         let end = start + s.steps[start..].partition_point(|&st| st <= group_hi);
         next_new = end;
-        let fresh = block::Columns {
-            steps: s.steps[start..end].to_vec(),
-            times: s.times_ms[start..end].to_vec(),
-            values: s.values[start..end].to_vec(),
+        let fresh = block::Slices {
+            steps: &s.steps[start..end],
+            times: &s.times_ms[start..end],
+            values: &s.values[start..end],
         };
-        let merged = stored.overlay(&fresh);
+        let merged = stored.as_slices().overlay(fresh);
         for b in &g.blocks {
             delete.execute(params![id, b.first])?;
         }
-        for chunk_start in (0..merged.len()).step_by(block::BLOCK_POINTS) {
-            let chunk_end = (chunk_start + block::BLOCK_POINTS).min(merged.len());
+        let mut chunk_start = 0;
+        for chunk_end in merged.block_ends() {
             insert.execute(params![
                 id,
                 merged.steps[chunk_start],
@@ -372,6 +372,7 @@ fn write_float_series(tx: &Transaction, id: i64, s: &FloatSeriesRows) -> Result<
                 (chunk_end - chunk_start) as i64,
                 block::encode(&merged, chunk_start..chunk_end)
             ])?;
+            chunk_start = chunk_end;
         }
         // Level 0: every dirty bucket lies within the group's ranges, whose points are all here.
         let mut current: Option<(i64, Agg)> = None;
