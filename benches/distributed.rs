@@ -133,7 +133,7 @@ async fn baseline(url: &str, clients: usize, batches: usize, per_insert: usize) 
         .query(
             "CREATE TABLE bench_baseline.points (
                 project String, run String, path String, step Int64, time_ms Int64, value Float64, ver UInt64)
-             ENGINE = ReplacingMergeTree(ver) ORDER BY (project, run, path, step)",
+             ENGINE = ReplacingMergeTree(ver) ORDER BY (project, run, path, step, time_ms)",
         )
         .execute()
         .await
