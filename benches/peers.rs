@@ -6,7 +6,11 @@
 //!    own with `runs/log-batch` (points per second, counted once each request is answered);
 //! 3. search: `runs/search` with a filter on a param and a metric, ordered by the metric
 //!    (median latency from sending the request, serialized beforehand, to the answer's last
-//!    byte, after the same 2 s pause for every server to settle after the ingest);
+//!    byte, after the same 2 s pause for every server to settle after the ingest). Timed twice:
+//!    with a blocking socket on one kept-alive connection (the figure in the table: the clock
+//!    sees the server and the kernel, not a client runtime waking its tasks, which on two shared
+//!    cores adds a few tenths of a millisecond to every request), and with the async client the
+//!    other phases use (printed beside it);
 //! 4. history: the full history of one ingested metric with `metrics/get-history`, following
 //!    page tokens (median latency).
 //!
@@ -21,6 +25,8 @@
 //! Run: `cargo bench --bench peers` (`-- --batches N` batches per ingest client, default 25;
 //! `-- --runs N` runs in phase 1, default 50).
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -222,11 +228,99 @@ impl Endpoint {
     }
 }
 
+/// Posts `body` to `path` `n` times in a row on one kept-alive HTTP/1.1 connection with a
+/// blocking socket, timing each from the first byte written to the last byte of the answer read;
+/// the times (ms) and the last answer. Panics unless every answer is 2xx.
+fn time_blocking(url: &str, token: Option<&str>, path: &str, body: &[u8], n: usize) -> (Vec<f64>, String) {
+    let host = url.trim_start_matches("http://").trim_end_matches('/');
+    let mut head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if let Some(t) = token {
+        head.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut request = head.into_bytes();
+    request.extend_from_slice(body);
+    let connect = || {
+        let stream = TcpStream::connect(host).unwrap_or_else(|e| panic!("{host}: {e}"));
+        stream.set_nodelay(true).expect("nodelay");
+        BufReader::new(stream)
+    };
+    let mut conn = connect();
+    let mut times = Vec::with_capacity(n);
+    let mut last = String::new();
+    for _ in 0..n {
+        let t = Instant::now();
+        conn.get_mut().write_all(&request).expect("write the request");
+        let (status, answer, keep) = read_response(&mut conn);
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+        last = String::from_utf8_lossy(&answer).into_owned();
+        assert!((200..300).contains(&status), "{host}{path}: {status}: {last}");
+        if !keep {
+            conn = connect();
+        }
+    }
+    (times, last)
+}
+
+/// One HTTP/1.1 response: status, body (by Content-Length, chunks, or to the end), and whether
+/// the connection stays open.
+fn read_response(r: &mut BufReader<TcpStream>) -> (u16, Vec<u8>, bool) {
+    let mut line = String::new();
+    r.read_line(&mut line).expect("status line");
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status");
+    let (mut length, mut chunked, mut keep) = (None, false, true);
+    loop {
+        line.clear();
+        r.read_line(&mut line).expect("a header");
+        let header = line.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        let (name, value) = header.split_once(':').expect("name: value");
+        let (name, value) = (name.to_ascii_lowercase(), value.trim().to_ascii_lowercase());
+        match name.as_str() {
+            "content-length" => length = value.parse::<usize>().ok(),
+            "transfer-encoding" => chunked = value.contains("chunked"),
+            "connection" => keep = value != "close",
+            _ => {}
+        }
+    }
+    let mut body = Vec::new();
+    if chunked {
+        loop {
+            line.clear();
+            r.read_line(&mut line).expect("a chunk size");
+            let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16).expect("hex size");
+            let mut chunk = vec![0; size + 2];
+            r.read_exact(&mut chunk).expect("a chunk");
+            body.extend_from_slice(&chunk[..size]);
+            if size == 0 {
+                break;
+            }
+        }
+    } else if let Some(n) = length {
+        body.resize(n, 0);
+        r.read_exact(&mut body).expect("the body");
+    } else {
+        r.read_to_end(&mut body).expect("the body");
+        keep = false;
+    }
+    (status, body, keep)
+}
+
 #[derive(Default, Clone, Copy)]
 struct Figures {
     runs_per_s: f64,
     points_per_s: f64,
     search_ms: f64,
+    search_async_ms: f64,
     history_ms: f64,
     history_points: usize,
 }
@@ -344,7 +438,21 @@ async fn workload(http: &reqwest::Client, s: &Endpoint, runs: usize, batches: us
         let r: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         found = r["runs"].as_array().map_or(0, Vec::len);
     }
+    f.search_async_ms = median(samples);
+    let (url, token) = (s.url.clone(), s.token.clone());
+    let (samples, text) = tokio::task::spawn_blocking(move || {
+        time_blocking(&url, token.as_deref(), "/api/2.0/mlflow/runs/search", &body, SEARCHES)
+    })
+    .await
+    .expect("the blocking search client");
     f.search_ms = median(samples);
+    let r: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    assert_eq!(
+        r["runs"].as_array().map_or(0, Vec::len),
+        found,
+        "{}: both clients' answers agree",
+        s.name
+    );
     let want = (0..runs)
         .filter(|i| i % 3 == 1 && (1.0 / (*i + 1) as f64) < 0.5)
         .count();
@@ -410,8 +518,8 @@ async fn main() {
         };
         let f = workload(&http, &server.api, runs, batches).await;
         println!(
-            "{name}: {:.1} runs/s, {:.0} points/s, search {:.2} ms, history of {} points {:.1} ms",
-            f.runs_per_s, f.points_per_s, f.search_ms, f.history_points, f.history_ms
+            "{name}: {:.1} runs/s, {:.0} points/s, search {:.2} ms ({:.2} ms with the async client), history of {} points {:.1} ms",
+            f.runs_per_s, f.points_per_s, f.search_ms, f.search_async_ms, f.history_points, f.history_ms
         );
         results.push((name, f));
         drop(server);
