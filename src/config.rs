@@ -28,6 +28,11 @@ pub struct ConfigArgs {
     /// Partitions of the events topic, used when the log is created [env: RUNSTREAM_PARTITIONS]
     #[arg(long)]
     partitions: Option<u32>,
+    /// A stable name for this process in the projector group (Kafka's group.instance.id): a
+    /// projector restarted under the same name takes its partitions back at once
+    /// [env: RUNSTREAM_PROJECTOR_ID]
+    #[arg(long)]
+    projector_id: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -40,6 +45,8 @@ pub struct Config {
     pub partitions: u32,
     /// Admin token to register on start (RUNSTREAM_ADMIN_TOKEN), for scripted set-ups.
     pub admin_token: Option<String>,
+    /// This projector's stable name in its group, if it has one.
+    pub projector_id: Option<String>,
 }
 
 impl Config {
@@ -78,6 +85,10 @@ impl Config {
         if partitions == 0 {
             bail!("partitions must be at least 1");
         }
+        let projector_id = args.projector_id.or_else(|| get("RUNSTREAM_PROJECTOR_ID"));
+        if let Some(id) = &projector_id {
+            runstream_log::check_member_name(id).context("projector id (--projector-id, RUNSTREAM_PROJECTOR_ID)")?;
+        }
         let admin_token = get("RUNSTREAM_ADMIN_TOKEN");
         if admin_token.as_ref().is_some_and(|t| t.len() < 16) {
             bail!("RUNSTREAM_ADMIN_TOKEN must be at least 16 characters long");
@@ -90,6 +101,7 @@ impl Config {
             blobs_url,
             partitions,
             admin_token,
+            projector_id,
         })
     }
 
@@ -178,6 +190,7 @@ mod tests {
             views_url: None,
             blobs_url: None,
             partitions: None,
+            projector_id: None,
         }
     }
 
@@ -204,5 +217,19 @@ mod tests {
         assert_eq!(Config::resolve(a, &env).unwrap().listen.to_string(), "127.0.0.1:1");
         let short = HashMap::from([("RUNSTREAM_ADMIN_TOKEN".to_string(), "short".to_string())]);
         assert!(Config::resolve(args(), &short).is_err());
+    }
+
+    #[test]
+    fn a_projector_id_is_a_plain_name() {
+        assert_eq!(Config::resolve(args(), &HashMap::new()).unwrap().projector_id, None);
+        let env = HashMap::from([("RUNSTREAM_PROJECTOR_ID".to_string(), "project-2".to_string())]);
+        assert_eq!(
+            Config::resolve(args(), &env).unwrap().projector_id.as_deref(),
+            Some("project-2")
+        );
+        let mut a = args();
+        a.projector_id = Some("bad name".into());
+        let e = Config::resolve(a, &env).unwrap_err();
+        assert!(format!("{e:#}").contains("projector id"), "{e:#}");
     }
 }

@@ -180,6 +180,7 @@ pub async fn serve(cfg: Config, roles: Roles) -> anyhow::Result<()> {
         // generation being rebuilt) gets a group of its own, so each folds every partition.
         let config = ProjectorConfig {
             group: projector_group(&views_url),
+            member: cfg.projector_id.clone(),
             ..ProjectorConfig::for_views(&views_url)
         };
         let stats = Arc::new(ProjectorStats::default());

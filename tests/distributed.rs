@@ -1,7 +1,9 @@
 //! The distributed deployment end to end, every part a separate process: a Kafka-protocol broker
 //! (tansu, persistent), a ClickHouse server, one `runstream ingest`, two `runstream project` and
 //! one `runstream query`. Four clients stream 1,000,000 points over 50 runs; mid-stream one
-//! projector is stopped and started again (the group deals its partitions to the other and back),
+//! projector, holding its share of the partitions, is killed with SIGKILL (no flush, no leaving
+//! the group) and started again under its name (`--projector-id`), which gives it its partitions
+//! back,
 //! and the broker is killed and restarted once (clients retry the 503s and lost connections with
 //! the same event ids). At the
 //! end the views hold exactly what was acknowledged (counts, sums, extremes and last values per
@@ -95,8 +97,30 @@ async fn run_detail(s: &Server, run: &str, position: &str) -> Value {
     body
 }
 
+/// Waits (up to a minute) until each projector holds some partitions and together all four, once.
+async fn wait_until_shared(projectors: &[Server; 2]) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut shares = Vec::new();
+        for p in projectors {
+            let text = client().get(p.url("/metrics")).send().await.expect("metrics");
+            let text = text.text().await.expect("text");
+            shares.extend(
+                text.lines()
+                    .filter(|l| l.starts_with("runstream_projector_partitions"))
+                    .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap()),
+            );
+        }
+        if shares.len() == 2 && shares.iter().all(|s| *s > 0.0) && shares.iter().sum::<f64>() == 4.0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "partitions not shared: {shares:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn a_million_points_survive_a_projector_restart_and_a_broker_restart() {
+async fn a_million_points_survive_a_killed_projector_and_a_broker_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut broker = runstream_testkit::Broker::start_persistent(&dir.path().join("broker"));
     let log = broker.url("dist");
@@ -105,10 +129,34 @@ async fn a_million_points_survive_a_projector_restart_and_a_broker_restart() {
     let data = dir.path().join("data");
     let ingest = Server::start_role("ingest", &data, &flags);
     let query = Server::start_role("query", &data, &flags);
-    let mut projectors = [
-        Server::start_role("project", &data, &flags),
-        Server::start_role("project", &data, &flags),
-    ];
+    let projector = |name: &str| {
+        let mut with_name = flags.to_vec();
+        with_name.extend(["--projector-id", name]);
+        Server::start_role("project", &data, &with_name)
+    };
+    let mut projectors = [projector("p0"), projector("p1")];
+    let metrics = |s: &Server| {
+        let url = s.url("/metrics");
+        async move {
+            client()
+                .get(url)
+                .send()
+                .await
+                .expect("metrics")
+                .text()
+                .await
+                .expect("text")
+        }
+    };
+    let sample = |text: &str, name: &str| -> Vec<f64> {
+        text.lines()
+            .filter(|l| l.starts_with(name))
+            .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+            .collect()
+    };
+    // Both projectors hold a share before anything is sent, so the one killed below dies holding
+    // partitions it was folding.
+    wait_until_shared(&projectors).await;
 
     // Four clients stream; the test watches their progress to strike mid-stream.
     let sent = Arc::new(AtomicUsize::new(0));
@@ -136,9 +184,9 @@ async fn a_million_points_survive_a_projector_restart_and_a_broker_restart() {
         }
     };
     wait_for(0.3).await;
-    projectors[0].stop();
+    projectors[0].kill();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    projectors[0] = Server::start_role("project", &data, &flags);
+    projectors[0] = projector("p0");
     wait_for(0.6).await;
     broker.restart();
     let mut positions = Vec::new();
@@ -177,25 +225,6 @@ async fn a_million_points_survive_a_projector_restart_and_a_broker_restart() {
     }
 
     // Metrics agree: ingest counted every point once, and no partition lags.
-    let metrics = |s: &Server| {
-        let url = s.url("/metrics");
-        async move {
-            client()
-                .get(url)
-                .send()
-                .await
-                .expect("metrics")
-                .text()
-                .await
-                .expect("text")
-        }
-    };
-    let sample = |text: &str, name: &str| -> Vec<f64> {
-        text.lines()
-            .filter(|l| l.starts_with(name))
-            .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
-            .collect()
-    };
     let ingested = metrics(&ingest).await;
     assert_eq!(
         sample(&ingested, "runstream_ingest_points_total"),
@@ -206,18 +235,7 @@ async fn a_million_points_survive_a_projector_restart_and_a_broker_restart() {
     let lags = sample(&projected, "runstream_projector_lag_records");
     assert_eq!(lags, vec![0.0; 4], "{projected}");
     // The two projectors share the partitions: each holds some, together all, once.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let mut shares = Vec::new();
-        for p in &projectors {
-            shares.extend(sample(&metrics(p).await, "runstream_projector_partitions"));
-        }
-        if shares.len() == 2 && shares.iter().all(|s| *s > 0.0) && shares.iter().sum::<f64>() == 4.0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "partitions not shared: {shares:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_until_shared(&projectors).await;
     let answered = metrics(&query).await;
     assert!(
         answered.contains("route=\"/api/v1/projects/{project}/runs/{run}\",status=\"2xx\""),

@@ -476,14 +476,19 @@ impl EventLog for KafkaLog {
     /// (`session.timeout.ms`). The group's consumer only keeps the membership alive: its
     /// partitions stay paused, nothing is fetched through it and no offset is committed (the
     /// views hold their positions with their rows).
-    async fn join(&self, group: &str) -> Result<Membership, LogError> {
+    async fn join(&self, group: &str, name: Option<&str>) -> Result<Membership, LogError> {
         if group.is_empty() || !group.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
             return Err(LogError::Invalid(format!("group name {group:?}")));
         }
+        let mut config = self.config.clone();
+        if let Some(name) = name {
+            crate::check_member_name(name)?;
+            // Static membership: a member that rejoins under its instance id replaces its
+            // earlier self in the group with no rebalance, keeping its partitions.
+            config.set("group.instance.id", name);
+        }
         let prefix = self.topic.rsplit_once('.').map_or("", |(p, _)| p);
-        let consumer: BaseConsumer<Quiet> = self
-            .config
-            .clone()
+        let consumer: BaseConsumer<Quiet> = config
             .set("group.id", format!("{prefix}.{group}"))
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "latest")

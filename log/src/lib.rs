@@ -84,10 +84,12 @@ pub trait EventLog: Send + Sync + 'static {
     /// Joins the readers named `group`, who share the partitions between them: each partition
     /// belongs to one member at a time, and the shares change as members come and go. Reading
     /// stays free ([`EventLog::read`]); a member reads only its own partitions by choice. Leaving
-    /// is dropping the [`Membership`]. A log with one process only (SQLite) gives every
-    /// partition to every member.
-    async fn join(&self, group: &str) -> Result<Membership, LogError> {
-        let _ = group;
+    /// is dropping the [`Membership`]. A member joining under a `name` (stable across restarts)
+    /// is the same member when it comes back: a process that crashed and restarts under its
+    /// name takes its share back at once, without the group first waiting for it to time out.
+    /// A log with one process only (SQLite) gives every partition to every member.
+    async fn join(&self, group: &str, name: Option<&str>) -> Result<Membership, LogError> {
+        let _ = (group, name);
         Ok(Membership::fixed((0..self.partitions()).collect()))
     }
 }
@@ -151,6 +153,18 @@ pub async fn open(url: &str, topic: &str, partitions: u32) -> Result<Arc<dyn Eve
         return Ok(Arc::new(KafkaLog::open(url, topic, partitions).await?));
     }
     Err(LogError::UnsupportedUrl(url.to_string()))
+}
+
+/// Checks a group member's name: 1 to 200 characters of letters, digits and `._-`.
+pub fn check_member_name(name: &str) -> Result<(), LogError> {
+    let ok = (1..=200).contains(&name.len()) && name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(LogError::Invalid(format!(
+            "member name {name:?}: 1 to 200 letters, digits, '.', '_' or '-'"
+        )))
+    }
 }
 
 #[cfg(test)]

@@ -267,7 +267,7 @@ async fn settle(m: &mut runstream_log::Membership, want: impl Fn(&[u32]) -> bool
 async fn sqlite_group_of_one_owns_every_partition() {
     let dir = tempfile::tempdir().unwrap();
     let log = SqliteLog::open(dir.path().join("log.db"), "events", 3).await.unwrap();
-    let mut m = log.join("projectors").await.unwrap();
+    let mut m = log.join("projectors", None).await.unwrap();
     assert_eq!(m.partitions(), vec![0, 1, 2]);
 }
 
@@ -277,11 +277,11 @@ async fn kafka_group_members_share_the_partitions() {
     let url = broker.url("group");
     let a_log = KafkaLog::open(&url, "events", 4).await.unwrap();
     let b_log = KafkaLog::open(&url, "events", 4).await.unwrap();
-    let mut a = a_log.join("projectors").await.unwrap();
+    let mut a = a_log.join("projectors", None).await.unwrap();
     assert_eq!(settle(&mut a, |p| p.len() == 4).await, vec![0, 1, 2, 3]);
 
     // A second member takes a share; together they hold each partition exactly once.
-    let mut b = b_log.join("projectors").await.unwrap();
+    let mut b = b_log.join("projectors", None).await.unwrap();
     let b_share = settle(&mut b, |p| !p.is_empty()).await;
     let a_share = settle(&mut a, |p| p.len() + b_share.len() == 4).await;
     let mut all: Vec<u32> = a_share.iter().chain(&b_share).copied().collect();
@@ -291,5 +291,36 @@ async fn kafka_group_members_share_the_partitions() {
     // When it leaves, the first member takes everything back.
     drop(b);
     assert_eq!(settle(&mut a, |p| p.len() == 4).await, vec![0, 1, 2, 3]);
-    assert!(a_log.join("bad group name").await.is_err());
+    assert!(a_log.join("bad group name", None).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kafka_a_named_member_comes_back_to_its_share() {
+    let broker = runstream_testkit::Broker::start();
+    let url = broker.url("named");
+    let a_log = KafkaLog::open(&url, "events", 4).await.unwrap();
+    let b_log = KafkaLog::open(&url, "events", 4).await.unwrap();
+    let mut a = a_log.join("projectors", Some("a")).await.unwrap();
+    let mut b = b_log.join("projectors", Some("b")).await.unwrap();
+    let b_share = settle(&mut b, |p| !p.is_empty() && p.len() < 4).await;
+    let a_share = settle(&mut a, |p| p.len() + b_share.len() == 4).await;
+
+    // b goes away (a named member does not leave the group on the way) and comes back under its
+    // name: it holds its share again, and a's share never moved meanwhile (no rebalance, which
+    // would have taken a's partitions away for a moment).
+    drop(b);
+    let mut b = b_log.join("projectors", Some("b")).await.unwrap();
+    assert_eq!(settle(&mut b, |p| !p.is_empty()).await, b_share);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), a.changed())
+            .await
+            .is_err(),
+        "a's share changed: {:?}",
+        a.partitions()
+    );
+    assert_eq!(a.partitions(), a_share);
+
+    for bad in ["", "a b", "ü", &"x".repeat(201)] {
+        assert!(a_log.join("projectors", Some(bad)).await.is_err(), "{bad:?}");
+    }
 }

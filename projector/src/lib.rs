@@ -42,6 +42,8 @@ pub struct ProjectorConfig {
     pub idle_wait: Duration,
     /// The group of projectors sharing the log's partitions.
     pub group: String,
+    /// This projector's stable name in the group, if it has one ([`EventLog::join`]).
+    pub member: Option<String>,
 }
 
 impl Default for ProjectorConfig {
@@ -51,6 +53,7 @@ impl Default for ProjectorConfig {
             max_points: 500_000,
             idle_wait: Duration::from_millis(250),
             group: "projectors".into(),
+            member: None,
         }
     }
 }
@@ -116,7 +119,7 @@ impl Projector {
     pub async fn run(&self, mut shutdown: watch::Receiver<bool>) -> Result<(), ProjectorError> {
         let mut backoff = Duration::from_millis(100);
         let mut membership = loop {
-            match self.log.join(&self.config.group).await {
+            match self.log.join(&self.config.group, self.config.member.as_deref()).await {
                 Ok(m) => break m,
                 Err(e) => {
                     tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "cannot join the projector group; retrying");
