@@ -50,6 +50,9 @@ pub struct MlflowState {
     /// The views' applied positions as last read: views never go back, so a read whose writes
     /// this already covers needs no checkpoint query.
     applied: Arc<Mutex<runstream_views::Checkpoint>>,
+    /// Runs as MLflow `Run` JSON, by (project key, run id), with the detail and experiment id
+    /// they were rendered from (see [`runs::write_run_json`]).
+    rendered: Arc<DashMap<(String, String), runs::Rendered>>,
 }
 
 impl FromRef<MlflowState> for RegistryState {
@@ -66,6 +69,7 @@ impl MlflowState {
             active_runs: Arc::default(),
             adopted: Arc::default(),
             applied: Arc::default(),
+            rendered: Arc::default(),
         }
     }
 

@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use axum::extract::State;
 use runstream_schema::{
@@ -194,6 +195,42 @@ pub(crate) fn latest_metrics<'a>(d: &'a RunDetail, model: Option<&'a str>) -> Ve
             })
         })
         .collect()
+}
+
+/// A run rendered as MLflow JSON: the detail it came from (held, so that the same `Arc` means
+/// the same, unchanged detail), its experiment's id, the JSON.
+pub(crate) type Rendered = (Arc<RunDetail>, u64, Vec<u8>);
+
+/// Most runs kept rendered; past it the memory starts afresh.
+const RENDERED: usize = 10_000;
+
+/// A run as MLflow's `Run` JSON, rendered once per version of its detail: a search answers the
+/// same runs again and again, and the SQLite views hand out the same shared detail for a run
+/// until a flush changes it, so an unchanged run (same `Arc`, same experiment id) is copied, not
+/// rendered again. A run that changed comes with a new detail and is rendered anew.
+pub(crate) async fn write_run_json(
+    st: &MlflowState,
+    ctx: &Ctx,
+    d: &Arc<RunDetail>,
+    out: &mut Vec<u8>,
+) -> Result<(), MlflowError> {
+    let experiment = id_for_run_experiment(st, ctx, &d.run.experiment).await?;
+    let key = (ctx.key.clone(), d.run.run.clone());
+    if let Some(r) = st.rendered.get(&key)
+        && Arc::ptr_eq(&r.0, d)
+        && r.1 == experiment
+    {
+        out.extend_from_slice(&r.2);
+        return Ok(());
+    }
+    let json = serde_json::to_vec(&run_out(st, ctx, d).await?)
+        .map_err(|e| MlflowError::from(runstream_http::ApiError::internal(e.to_string())))?;
+    out.extend_from_slice(&json);
+    if st.rendered.len() >= RENDERED {
+        st.rendered.clear();
+    }
+    st.rendered.insert(key, (d.clone(), experiment, json));
+    Ok(())
 }
 
 pub(crate) async fn run_out<'a>(st: &MlflowState, ctx: &Ctx, d: &'a RunDetail) -> Result<RunOut<'a>, MlflowError> {

@@ -672,13 +672,6 @@ async fn ordered_page(
     Ok((page, next))
 }
 
-#[derive(serde::Serialize)]
-struct RunsPage<'a> {
-    runs: Vec<crate::runs::RunOut<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    next_page_token: Option<String>,
-}
-
 pub(crate) async fn search_runs(
     State(st): State<MlflowState>,
     MlflowAuth(p): MlflowAuth,
@@ -729,12 +722,26 @@ pub(crate) async fn search_runs(
         st.caught_up().await?;
         ordered_page(&st, search, &order.then, offset).await?
     };
-    let mut runs = Vec::with_capacity(details.len());
-    for d in &details {
-        runs.push(crate::runs::run_out(&st, &ctx, d).await?);
+    // `{"runs": [...], "next_page_token": ...}`, each run as rendered JSON (`write_run_json`).
+    let mut body = Vec::with_capacity(64 + details.len() * 1024);
+    body.extend_from_slice(b"{\"runs\":[");
+    for (i, d) in details.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        crate::runs::write_run_json(&st, &ctx, d, &mut body).await?;
     }
-    let answer = RunsPage { runs, next_page_token };
-    Ok(axum::response::IntoResponse::into_response(axum::Json(answer)))
+    body.push(b']');
+    if let Some(t) = next_page_token {
+        body.extend_from_slice(b",\"next_page_token\":");
+        serde_json::to_writer(&mut body, &t)
+            .map_err(|e| MlflowError::from(runstream_http::ApiError::internal(e.to_string())))?;
+    }
+    body.push(b'}');
+    Ok(axum::response::IntoResponse::into_response((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )))
 }
 
 #[cfg(test)]

@@ -318,6 +318,26 @@ def test_metrics_logged_again_at_a_step_keep_every_value(server):
     assert [r.info.run_id for r in c.search_runs([run.info.experiment_id], "metrics.x = 4")] == [run.info.run_id]
 
 
+def test_search_answers_follow_every_change_to_a_run(server):
+    """A search answers the same runs again and again; each answer has every change made since."""
+    c = MlflowClient()
+    exp = c.create_experiment(f"follow-{uuid.uuid4().hex[:8]}")
+    rid = c.create_run(exp).info.run_id
+    c.log_metric(rid, "m", 1.0)
+    for _ in range(2):
+        run = c.search_runs([exp])[0]
+        assert run.data.metrics == {"m": 1.0} and "t" not in run.data.tags
+        assert run.info.status == "RUNNING"
+    c.set_tag(rid, "t", "v")
+    c.log_metric(rid, "m", 2.0, step=1)
+    run = c.search_runs([exp])[0]
+    assert run.data.tags["t"] == "v" and run.data.metrics == {"m": 2.0}
+    c.set_terminated(rid)
+    assert c.search_runs([exp])[0].info.status == "FINISHED"
+    c.log_param(rid, "p", "x")
+    assert c.search_runs([exp], "params.p = 'x'")[0].data.params == {"p": "x"}
+
+
 def test_error_shapes_match_what_the_client_parses(server):
     status, body = call(server, "GET", "/api/2.0/mlflow/runs/get")
     assert status == 400 and body["error_code"] == "INVALID_PARAMETER_VALUE" and "run_id" in body["message"]
