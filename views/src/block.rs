@@ -62,11 +62,6 @@ impl Columns {
         }
     }
 
-    /// `self` overlaid with `newer`: see [`Slices::overlay`].
-    pub fn overlay(&self, newer: &Columns) -> Columns {
-        self.as_slices().overlay(newer.as_slices())
-    }
-
     /// Each point as (step, time, value), in order.
     pub fn points(&self) -> impl Iterator<Item = (i64, i64, f64)> + '_ {
         (0..self.len()).map(|i| (self.steps[i], self.times[i], self.values[i]))
@@ -348,10 +343,13 @@ mod tests {
 
     #[test]
     fn overlay_keeps_every_step_and_time_once_and_newer_wins() {
+        fn overlay(old: &Columns, new: &Columns) -> Columns {
+            old.as_slices().overlay(new.as_slices())
+        }
         let old = cols(&[(1, 1, 1.0), (3, 3, 3.0), (5, 5, 5.0)]);
         let new = cols(&[(0, 10, 0.5), (3, 3, 30.0), (3, 30, 31.0), (6, 60, 60.0)]);
         assert_eq!(
-            old.overlay(&new),
+            overlay(&old, &new),
             cols(&[
                 (0, 10, 0.5),
                 (1, 1, 1.0),
@@ -364,10 +362,10 @@ mod tests {
         // Points of a step at other times stay, in time order, on either side.
         let new = cols(&[(5, 1, -1.0), (5, 9, 9.0)]);
         assert_eq!(
-            old.overlay(&new),
+            overlay(&old, &new),
             cols(&[(1, 1, 1.0), (3, 3, 3.0), (5, 1, -1.0), (5, 5, 5.0), (5, 9, 9.0)])
         );
-        assert_eq!(Columns::default().overlay(&new), new);
-        assert_eq!(old.overlay(&Columns::default()), old);
+        assert_eq!(overlay(&Columns::default(), &new), new);
+        assert_eq!(overlay(&old, &Columns::default()), old);
     }
 }

@@ -72,13 +72,25 @@ pub struct SeriesKey {
     pub path: String,
 }
 
-/// Points of one series, one per step (the fold keeps the last write of a step).
+/// Points of one series in (step, time) order, one per (step, time) (the fold keeps the last
+/// write of each).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct FloatSeriesRows {
     pub key: SeriesKey,
     pub steps: Vec<i64>,
     pub times_ms: Vec<i64>,
     pub values: Vec<f64>,
+}
+
+impl FloatSeriesRows {
+    /// The points in `range`, borrowed as block columns.
+    pub fn slices(&self, range: std::ops::Range<usize>) -> crate::block::Slices<'_> {
+        crate::block::Slices {
+            steps: &self.steps[range.clone()],
+            times: &self.times_ms[range.clone()],
+            values: &self.values[range],
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -200,7 +212,8 @@ pub struct PointRow {
 }
 
 /// Where a read of float points starts: the points at `step` from `time_ms` on, then the later
-/// steps. A page that ends inside a step resumes at its last point's step and time + 1.
+/// steps. A page that ends inside a step resumes at the step and time of the first point it
+/// left out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct PointFrom {
     pub step: i64,
@@ -213,17 +226,6 @@ impl PointFrom {
         PointFrom {
             step,
             time_ms: i64::MIN,
-        }
-    }
-
-    /// Where the page after one ending with `last` starts.
-    pub fn after(last: &PointRow) -> Self {
-        match last.time_ms.checked_add(1) {
-            Some(time_ms) => PointFrom {
-                step: last.step,
-                time_ms,
-            },
-            None => PointFrom::step(last.step.saturating_add(1)),
         }
     }
 

@@ -603,7 +603,12 @@ async fn random_writes_read_back_like_a_map(store: Arc<dyn ViewStore>, seed: u64
                 let page = store.read_points(&key("m"), at, i64::MAX, limit).await.unwrap();
                 paged.extend(exact(&page));
                 match page.last() {
-                    Some(last) if page.len() == limit => at = PointFrom::after(last),
+                    Some(last) if page.len() == limit => {
+                        at = PointFrom {
+                            step: last.step,
+                            time_ms: last.time_ms + 1,
+                        }
+                    }
                     _ => break,
                 }
             }

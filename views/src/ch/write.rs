@@ -145,6 +145,28 @@ struct RollupRec<'a> {
     ver: u64,
 }
 
+impl<'a> RollupRec<'a> {
+    fn new(key: &'a SeriesKey, level: u8, bucket: i64, a: &Agg, ver: u64) -> Self {
+        Self {
+            project: &key.project,
+            run: &key.run,
+            path: &key.path,
+            level,
+            bucket,
+            count: a.count,
+            n_values: a.n_values,
+            min: a.min,
+            max: a.max,
+            sum: a.sum,
+            first_step: a.first_step,
+            last_step: a.last_step,
+            last_value: a.last_value,
+            last_time_ms: a.last_time_ms,
+            ver,
+        }
+    }
+}
+
 #[derive(Row, Serialize)]
 struct FileRec<'a> {
     project: &'a str,
@@ -790,11 +812,7 @@ async fn write_float_series(views: &ClickHouseViews, batch: &RowBatch, ver: &Ver
         for (i, (s, d)) in batch.float_series.iter().zip(&dirty).enumerate() {
             let key = key_of(&s.key);
             let old = stored_points.remove(&key).unwrap_or_default();
-            let merged = old.as_slices().overlay(block::Slices {
-                steps: &s.steps,
-                times: &s.times_ms,
-                values: &s.values,
-            });
+            let merged = old.as_slices().overlay(s.slices(0..s.steps.len()));
             let stored = stored_aggs.get(&key).unwrap_or(&empty);
             let fresh = rollup::recompute(d, merged.points(), stored);
             let mut summary = Agg::EMPTY;
@@ -822,24 +840,8 @@ async fn write_float_series(views: &ClickHouseViews, batch: &RowBatch, ver: &Ver
                 rollup_rows
                     .iter()
                     .map(|(i, level, bucket, a)| {
-                        let s = &batch.float_series[*i];
-                        RollupRec {
-                            project: &s.key.project,
-                            run: &s.key.run,
-                            path: &s.key.path,
-                            level: *level as u8,
-                            bucket: *bucket,
-                            count: a.count,
-                            n_values: a.n_values,
-                            min: a.min,
-                            max: a.max,
-                            sum: a.sum,
-                            first_step: a.first_step,
-                            last_step: a.last_step,
-                            last_value: a.last_value,
-                            last_time_ms: a.last_time_ms,
-                            ver: ver.get(&s.key.project, &s.key.run),
-                        }
+                        let k = &batch.float_series[*i].key;
+                        RollupRec::new(k, *level as u8, *bucket, a, ver.get(&k.project, &k.run))
                     })
                     .collect(),
             ),

@@ -354,12 +354,7 @@ fn write_float_series(tx: &Transaction, id: i64, s: &FloatSeriesRows) -> Result<
         let start = next_new + s.steps[next_new..].partition_point(|&st| st < g.ranges[0].0);
         let end = start + s.steps[start..].partition_point(|&st| st <= group_hi);
         next_new = end;
-        let fresh = block::Slices {
-            steps: &s.steps[start..end],
-            times: &s.times_ms[start..end],
-            values: &s.values[start..end],
-        };
-        let merged = stored.as_slices().overlay(fresh);
+        let merged = stored.as_slices().overlay(s.slices(start..end));
         for b in &g.blocks {
             delete.execute(params![id, b.first])?;
         }
