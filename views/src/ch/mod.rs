@@ -22,7 +22,8 @@
 //!   stored points of the dirty finest buckets and the stored rows of the finer levels, merges
 //!   them with the flush in memory ([`rollup::recompute`]), and writes whole rows.
 //!
-//! The SQL is the subset ClickHouse 18.16 (Debian's package) and current releases share:
+//! The SQL is the subset ClickHouse 18.16 (Debian's package) and current releases share (the
+//! suites run against both: `scripts/test-current-clickhouse`):
 //! MergeTree engines, `argMax`, tuples in `IN`, `LIMIT n BY`. Identifiers come from the URL and
 //! are checked to be plain words; values reach the server through the client's escaping binds.
 
@@ -224,6 +225,9 @@ type SeriesId = (String, String, String);
 /// Key-table rows remembered at most; past it the memory starts afresh.
 const WRITTEN_KEYS: usize = 100_000;
 
+/// The most memory the server may use for one analytics query, in bytes.
+const MAX_QUERY_MEMORY: u64 = 2_000_000_000;
+
 impl ClickHouseViews {
     /// Connects, creates the database and brings the generation's tables (the URL's, else the
     /// current one) to this build's schema.
@@ -289,7 +293,7 @@ impl ClickHouseViews {
             ("max_result_rows", (q.max_rows + 1).to_string()),
             ("max_result_bytes", (2 * MAX_ANSWER_BYTES).to_string()),
             ("result_overflow_mode", "break".to_string()),
-            ("max_memory_usage", "2000000000".to_string()),
+            ("max_memory_usage", MAX_QUERY_MEMORY.to_string()),
             ("max_ast_depth", "300".to_string()),
             ("max_ast_elements", "100000".to_string()),
             ("wait_end_of_query", "1".to_string()),
@@ -317,6 +321,10 @@ impl ClickHouseViews {
                 return Err(match code {
                     // TIMEOUT_EXCEEDED
                     Some(159) => ViewError::Query(crate::sql::past_time_limit(q.timeout)),
+                    // MEMORY_LIMIT_EXCEEDED, worded differently by each release
+                    Some(241) => ViewError::Query(SqlRefusal::new(format!(
+                        "the query needed more memory than its limit of {MAX_QUERY_MEMORY} bytes; narrow it"
+                    ))),
                     // The views' own tables or database missing, the server read-only: not the
                     // query's fault.
                     Some(60 | 81 | 164) | None => ViewError::Storage(format!("clickhouse: {raw}")),

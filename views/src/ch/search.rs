@@ -607,7 +607,7 @@ fn with_key(q: &mut Sql, project: &str, field: &Field, p: &str, inner: impl FnOn
             q.push("(SELECT * FROM ");
             inner(q);
             q.push(&format!(
-                " ANY LEFT JOIN (SELECT run,
+                " AS {p}runs ANY LEFT JOIN (SELECT run,
                    toUInt8(multiIf(a_t IN ('int', 'bool', 'datetime'), 1, a_t = 'float' AND NOT isNaN(a_f), 1,
                            a_t = 'string', 2, 0)) AS {p}rank,
                    toUInt8(a_t IN ('int', 'bool', 'datetime')) AS {p}int,
@@ -617,7 +617,7 @@ fn with_key(q: &mut Sql, project: &str, field: &Field, p: &str, inner: impl FnOn
                 saturating_int("a_f")
             ));
             attrs_latest(q, project, &[path], "a_", None);
-            q.push(") USING run)");
+            q.push(&format!(") AS {p}key USING run)"));
         }
         Field::Metric(path, agg) => {
             let (v, has, int) = metric_value(*agg, "m_");
@@ -629,12 +629,12 @@ fn with_key(q: &mut Sql, project: &str, field: &Field, p: &str, inner: impl FnOn
             q.push("(SELECT * FROM ");
             inner(q);
             q.push(&format!(
-                " ANY LEFT JOIN (SELECT run, toUInt8(if({has}, 1, 0)) AS {p}rank, toUInt8({}) AS {p}int,
+                " AS {p}runs ANY LEFT JOIN (SELECT run, toUInt8(if({has}, 1, 0)) AS {p}rank, toUInt8({}) AS {p}int,
                    if({has}, toFloat64({v}), 0.0) AS {p}f, {i} AS {p}i, '' AS {p}s FROM ",
                 u8::from(int)
             ));
             metric_latest(q, project, &[path], "m_", None);
-            q.push(") USING run)");
+            q.push(&format!(") AS {p}key USING run)"));
         }
     }
 }
@@ -820,12 +820,14 @@ fn with_aggregates(q: &mut Sql, project: &str, fields: &[Field], inner: impl FnO
         }
     }
     // A join's right side: one row per run, two columns per aggregate.
+    // Both sides named: current releases refuse a join of unnamed subqueries.
     fn pivot<'a>(
         q: &mut Sql,
+        names: (&str, &str),
         wanted: impl Iterator<Item = (usize, &'a str, String, String)>,
         latest: impl FnOnce(&mut Sql),
     ) {
-        q.push(" ANY LEFT JOIN (SELECT run");
+        q.push(&format!(" AS {} ANY LEFT JOIN (SELECT run", names.0));
         for (n, path, has, v) in wanted {
             q.push(&format!(", toUInt8(maxIf({has}, x_path = ")).str(path);
             q.push(&format!(")) AS x{n}has, maxIf({v}, x_path = ")).str(path);
@@ -833,7 +835,7 @@ fn with_aggregates(q: &mut Sql, project: &str, fields: &[Field], inner: impl FnO
         }
         q.push(" FROM ");
         latest(q);
-        q.push(" GROUP BY run) USING run");
+        q.push(&format!(" GROUP BY run) AS {} USING run", names.1));
     }
     fn paths(mut v: Vec<&str>) -> Vec<&str> {
         v.sort_unstable();
@@ -874,7 +876,7 @@ fn with_aggregates(q: &mut Sql, project: &str, fields: &[Field], inner: impl FnO
     inner(q);
     q.push(")");
     if !attrs.is_empty() {
-        pivot(q, attr_wanted, |q| {
+        pivot(q, ("xruns", "xattrs"), attr_wanted, |q| {
             q.push("(SELECT run, a_path AS x_path, a_t, a_i, a_f FROM ");
             attrs_latest(q, project, &attr_paths, "a_", None);
             q.push(")");
@@ -882,7 +884,7 @@ fn with_aggregates(q: &mut Sql, project: &str, fields: &[Field], inner: impl FnO
         q.push(")");
     }
     if !metrics.is_empty() {
-        pivot(q, metric_wanted, |q| {
+        pivot(q, ("xleft", "xmetrics"), metric_wanted, |q| {
             q.push("(SELECT *, m_path AS x_path FROM ");
             metric_latest(q, project, &metric_paths, "m_", None);
             q.push(")");
