@@ -168,14 +168,17 @@ pub fn clickhouse() -> &'static ClickHouse {
 }
 
 /// A URL to a database of its own on the shared server.
+///
+/// With `RUNSTREAM_TEST_CLICKHOUSE_PORT` set, the databases are on the server already listening
+/// on that port of this host (another release of ClickHouse, say) and none is started.
 pub fn clickhouse_url(name: &str) -> String {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    format!(
-        "clickhouse://127.0.0.1:{}/t{}_{n}_{name}",
-        clickhouse().http_port,
-        std::process::id()
-    )
+    let port = match std::env::var("RUNSTREAM_TEST_CLICKHOUSE_PORT") {
+        Ok(p) => p.parse().expect("RUNSTREAM_TEST_CLICKHOUSE_PORT is a port number"),
+        Err(_) => clickhouse().http_port,
+    };
+    format!("clickhouse://127.0.0.1:{port}/t{}_{n}_{name}", std::process::id())
 }
 
 /// Starts `program` with `args` under a watchdog shell that kills it (SIGKILL) once this test
