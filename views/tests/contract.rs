@@ -382,6 +382,75 @@ async fn clickhouse_reads_see_each_flush() {
     reads_see_each_flush(clickhouse("flushes").await).await;
 }
 
+/// A point written again in flush after flush (each a version of its own, until merges on
+/// ClickHouse) reads back once, with its last value, in whole reads and in pages of any size.
+async fn a_point_written_again_reads_once(store: Arc<dyn ViewStore>) {
+    let flush = |offset: u64, steps: Vec<i64>, values: Vec<f64>| RowBatch {
+        float_series: vec![FloatSeriesRows {
+            key: key("loss"),
+            times_ms: steps.iter().map(|s| 1000 + s).collect(),
+            steps,
+            values,
+        }],
+        checkpoint: vec![(0, offset + 1)],
+        ..Default::default()
+    };
+    store
+        .apply(flush(0, (0..6).collect(), (0..6).map(|s| s as f64).collect()))
+        .await
+        .unwrap();
+    // Step 2 at its one time, 150 times: more versions than a read's window holds past its page.
+    for k in 1..=150u64 {
+        store.apply(flush(k, vec![2], vec![100.0 + k as f64])).await.unwrap();
+    }
+    let expected: Vec<(i64, i64, f64)> = (0..6)
+        .map(|s| (s, 1000 + s, if s == 2 { 250.0 } else { s as f64 }))
+        .collect();
+    let read =
+        |r: Vec<PointRow>| -> Vec<(i64, i64, f64)> { r.into_iter().map(|p| (p.step, p.time_ms, p.value)).collect() };
+    let whole = store
+        .read_points(&key("loss"), PointFrom::step(0), i64::MAX, 100)
+        .await
+        .unwrap();
+    assert_eq!(read(whole), expected);
+    for page in [1, 2, 3, 5] {
+        let mut got = Vec::new();
+        let mut from = PointFrom::step(0);
+        loop {
+            let rows = read(store.read_points(&key("loss"), from, i64::MAX, page).await.unwrap());
+            assert!(rows.len() <= page, "a page of {page} holds {}", rows.len());
+            let Some(&(step, time_ms, _)) = rows.last() else { break };
+            got.extend(rows);
+            from = PointFrom {
+                step,
+                time_ms: time_ms + 1,
+            };
+        }
+        assert_eq!(got, expected, "pages of {page}");
+    }
+}
+
+#[tokio::test]
+async fn sqlite_point_written_again() {
+    let (_d, s) = sqlite().await;
+    a_point_written_again_reads_once(s).await;
+}
+
+#[tokio::test]
+async fn clickhouse_point_written_again() {
+    // With the points table's merges stopped, every version stays stored, as between merges.
+    let url = support::clickhouse_url("again");
+    let views = ClickHouseViews::open(&url).await.unwrap();
+    let u = ClickHouseUrl::parse(&url).unwrap();
+    u.client()
+        .with_database(&u.database)
+        .query(&format!("SYSTEM STOP MERGES {}_float_points", views.generation()))
+        .execute()
+        .await
+        .unwrap();
+    a_point_written_again_reads_once(Arc::new(views)).await;
+}
+
 async fn sqlite() -> (tempfile::TempDir, Arc<dyn ViewStore>) {
     let dir = tempfile::tempdir().unwrap();
     let store = runstream_views::open(&format!("sqlite://{}/v.db", dir.path().display()))

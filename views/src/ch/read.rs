@@ -302,13 +302,6 @@ pub(super) async fn file(
     Ok(row.map(|r| file_row(r, project, run)))
 }
 
-#[derive(Row, Deserialize)]
-struct PointRec {
-    step: i64,
-    time_ms: i64,
-    value: f64,
-}
-
 pub(super) async fn points(
     v: &ClickHouseViews,
     key: &SeriesKey,
@@ -319,31 +312,99 @@ pub(super) async fn points(
     if from.step > to || limit == 0 {
         return Ok(Vec::new());
     }
-    let rows: Vec<PointRec> = v
-        .sql(
-            "SELECT step, time_ms, argMax(value, ver) FROM {t}float_points
-             WHERE project = ? AND run = ? AND path = ? AND step BETWEEN ? AND ? AND (step > ? OR time_ms >= ?)
-             GROUP BY step, time_ms ORDER BY step, time_ms LIMIT ?",
-        )
-        .bind(&key.project)
-        .bind(&key.run)
-        .bind(&key.path)
-        .bind(from.step)
-        .bind(to)
-        .bind(from.step)
-        .bind(from.time_ms)
-        .bind(limit.min(i64::MAX as usize) as u64)
-        .fetch_all()
-        .await
-        .map_err(storage)?;
-    Ok(rows
-        .into_iter()
-        .map(|p| PointRow {
-            step: p.step,
-            time_ms: p.time_ms,
-            value: p.value,
-        })
-        .collect())
+    latest_points(from, limit, |from, window| async move {
+        // A read from the start of a step (most are) skips the condition on time, which costs
+        // the server about a millisecond over a long series.
+        let within_step = if from.time_ms > i64::MIN {
+            " AND (step > ? OR time_ms >= ?)"
+        } else {
+            ""
+        };
+        let mut q = v
+            .sql(&format!(
+                "SELECT step, time_ms, value, ver FROM {{t}}float_points
+                 WHERE project = ? AND run = ? AND path = ? AND step BETWEEN ? AND ?{within_step}
+                 ORDER BY step, time_ms LIMIT ?"
+            ))
+            .bind(&key.project)
+            .bind(&key.run)
+            .bind(&key.path)
+            .bind(from.step)
+            .bind(to);
+        if from.time_ms > i64::MIN {
+            q = q.bind(from.step).bind(from.time_ms);
+        }
+        q.bind(window.min(i64::MAX as usize) as u64)
+            .fetch_all()
+            .await
+            .map_err(storage)
+    })
+    .await
+}
+
+/// The first `limit` points from `from`, each at its latest version, from `fetch(from, window)`,
+/// which answers at most `window` stored rows from `from` on in (step, time) order, the versions
+/// of a point together in any order.
+///
+/// Every stored version is read and the latest picked here: a point has more than one only
+/// until merges (a replay, or a point written again), and grouping in the server costs it more
+/// than the rows do. A window that comes back full may have cut the last point's versions short,
+/// so that point is left to the next window.
+async fn latest_points<F, Fut>(from: PointFrom, limit: usize, mut fetch: F) -> Result<Vec<PointRow>, ViewError>
+where
+    F: FnMut(PointFrom, usize) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<VersionedPoint>, ViewError>>,
+{
+    let mut out: Vec<PointRow> = Vec::with_capacity(limit.min(1 << 16));
+    let mut from = from;
+    let mut slack: usize = 64;
+    while out.len() < limit {
+        let window = (limit - out.len()).saturating_add(slack);
+        let rows = fetch(from, window).await?;
+        let full = rows.len() >= window;
+        let mut read = latest_in_order(rows);
+        if full {
+            let cut = read.pop().expect("a full window holds a point");
+            if read.is_empty() {
+                // One point's versions fill the window: read it again with room for them all.
+                slack = slack.saturating_mul(4);
+                continue;
+            }
+            from = PointFrom {
+                step: cut.step,
+                time_ms: cut.time_ms,
+            };
+        }
+        read.truncate(limit - out.len());
+        out.extend(read);
+        if !full {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// The latest version of each point of `rows`, which come in (step, time) order.
+fn latest_in_order(rows: Vec<VersionedPoint>) -> Vec<PointRow> {
+    let mut out: Vec<(PointRow, u64)> = Vec::with_capacity(rows.len());
+    for p in rows {
+        match out.last_mut() {
+            Some((last, ver)) if last.step == p.step && last.time_ms == p.time_ms => {
+                if p.ver > *ver {
+                    (last.value, *ver) = (p.value, p.ver);
+                }
+            }
+            _ => out.push((
+                PointRow {
+                    step: p.step,
+                    time_ms: p.time_ms,
+                    value: p.value,
+                },
+                p.ver,
+            )),
+        }
+    }
+    out.into_iter().map(|(p, _)| p).collect()
 }
 
 #[derive(Row, Deserialize)]
@@ -755,4 +816,103 @@ struct DumpPoint {
     step: i64,
     time_ms: i64,
     value: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(step: i64, time_ms: i64, value: f64, ver: u64) -> VersionedPoint {
+        VersionedPoint {
+            step,
+            time_ms,
+            value,
+            ver,
+        }
+    }
+
+    #[test]
+    fn the_latest_version_of_each_point_in_order() {
+        // Versions of a point come together but in any order; copies share a version.
+        let rows = vec![
+            p(0, 5, 1.0, 3),
+            p(0, 5, 2.0, 7),
+            p(0, 5, 1.5, 4),
+            p(0, 9, 3.0, 2),
+            p(1, 0, 4.0, 8),
+            p(1, 0, 4.0, 8),
+            p(2, 1, 6.0, 9),
+            p(2, 1, 5.0, 1),
+        ];
+        let got: Vec<(i64, i64, f64)> = latest_in_order(rows)
+            .into_iter()
+            .map(|r| (r.step, r.time_ms, r.value))
+            .collect();
+        assert_eq!(got, vec![(0, 5, 2.0), (0, 9, 3.0), (1, 0, 4.0), (2, 1, 6.0)]);
+        assert!(latest_in_order(Vec::new()).is_empty());
+    }
+
+    /// Stored rows in (step, time) order with a point's versions oldest first (`latest`) or
+    /// newest first, answered a window at a time like the server.
+    fn stored(newest_first: bool) -> Vec<VersionedPoint> {
+        let mut rows = Vec::new();
+        for step in 0..8i64 {
+            // Step 3 has 300 versions, more than any first window; others have one or two.
+            let versions = match step {
+                3 => 300,
+                5 => 2,
+                _ => 1,
+            };
+            let mut of_step: Vec<VersionedPoint> = (1..=versions)
+                .map(|v| p(step, 10, (step * 1000 + v) as f64, v as u64))
+                .collect();
+            if newest_first {
+                of_step.reverse();
+            }
+            rows.extend(of_step);
+        }
+        rows
+    }
+
+    async fn read(rows: &[VersionedPoint], from: PointFrom, limit: usize) -> (Vec<(i64, f64)>, usize) {
+        let mut fetches = 0;
+        let got = latest_points(from, limit, |from, window| {
+            fetches += 1;
+            let answer: Vec<VersionedPoint> = rows
+                .iter()
+                .filter(|r| (r.step, r.time_ms) >= (from.step, from.time_ms))
+                .take(window)
+                .map(|r| p(r.step, r.time_ms, r.value, r.ver))
+                .collect();
+            async move { Ok(answer) }
+        })
+        .await
+        .unwrap();
+        (got.into_iter().map(|r| (r.step, r.value)).collect(), fetches)
+    }
+
+    #[tokio::test]
+    async fn windows_never_cut_a_points_versions() {
+        let latest = |step: i64| {
+            let versions = match step {
+                3 => 300,
+                5 => 2,
+                _ => 1,
+            };
+            (step, (step * 1000 + versions) as f64)
+        };
+        for newest_first in [false, true] {
+            let rows = stored(newest_first);
+            for limit in [1, 2, 3, 4, 5, 8, 100] {
+                for start in 0..8 {
+                    let (got, _) = read(&rows, PointFrom::step(start), limit).await;
+                    let want: Vec<(i64, f64)> = (start..8).take(limit).map(latest).collect();
+                    assert_eq!(got, want, "from {start}, limit {limit}, newest first {newest_first}");
+                }
+            }
+        }
+        // Few versions: one read.
+        let (_, fetches) = read(&stored(false), PointFrom::step(4), 4).await;
+        assert_eq!(fetches, 1);
+    }
 }
