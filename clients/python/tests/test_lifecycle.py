@@ -22,8 +22,13 @@ def run_script(server: Server, tmp_path: Path, body: str, **kw: object) -> subpr
     script.write_text(textwrap.dedent(body))
     env = dict(os.environ, RUNSTREAM_URL=server.url, RUNSTREAM_TOKEN=server.token, RUNSTREAM_PROJECT=PROJECT,
                RUNSTREAM_SPOOL_DIR=str(tmp_path / "spool"))
+    # SIGINT at its default action in the script, as from a terminal: a test run started in the
+    # background (`cmd &` in a script) would otherwise pass on SIGINT ignored, and Python then
+    # never raises KeyboardInterrupt.
     return subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kw)  # type: ignore[call-overload]
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+                            **kw)  # type: ignore[call-overload]
 
 
 HEADER = """
