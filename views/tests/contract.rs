@@ -451,6 +451,158 @@ async fn clickhouse_point_written_again() {
     a_point_written_again_reads_once(Arc::new(views)).await;
 }
 
+/// Searches see each attribute's and series summary's latest version: a value set again is
+/// found by its new value only, a deleted attribute not at all (its older versions stay stored
+/// until merges, and on ClickHouse with merges stopped they stay for good).
+async fn searches_see_the_latest_versions(store: Arc<dyn ViewStore>) {
+    use runstream_views::search::*;
+    let flush = |offset: u64, attrs: Vec<(&str, Option<f64>)>, points: Vec<(&str, i64, f64)>| RowBatch {
+        runs: if offset == 0 {
+            ["r1", "r2", "r3"]
+                .into_iter()
+                .map(|run| RunPatch {
+                    project: "w/p".into(),
+                    run: run.into(),
+                    created: Some(RunCreatedRow {
+                        name: run.into(),
+                        created_ms: 10,
+                        ..Default::default()
+                    }),
+                    updated_ms: 10,
+                    ..Default::default()
+                })
+                .collect()
+        } else {
+            Vec::new()
+        },
+        attributes: attrs
+            .into_iter()
+            .map(|(run, v)| AttrRow {
+                project: "w/p".into(),
+                run: run.into(),
+                path: "params/x".into(),
+                value: v.map(Value::Float),
+            })
+            .collect(),
+        float_series: points
+            .into_iter()
+            .map(|(run, step, value)| FloatSeriesRows {
+                key: SeriesKey {
+                    project: "w/p".into(),
+                    run: run.into(),
+                    path: "loss".into(),
+                },
+                steps: vec![step],
+                times_ms: vec![1000 + step],
+                values: vec![value],
+            })
+            .collect(),
+        checkpoint: vec![(0, offset + 1)],
+        ..Default::default()
+    };
+    store
+        .apply(flush(
+            0,
+            vec![("r1", Some(1.0)), ("r2", Some(5.0)), ("r3", Some(2.0))],
+            vec![("r1", 0, 0.5), ("r2", 0, 0.9), ("r3", 0, 0.2)],
+        ))
+        .await
+        .unwrap();
+    // r1 set again, r2's deleted; r1's loss goes up, r2's down at a later step.
+    store
+        .apply(flush(
+            1,
+            vec![("r1", Some(9.0)), ("r2", None)],
+            vec![("r1", 1, 0.95), ("r2", 1, 0.1)],
+        ))
+        .await
+        .unwrap();
+    let search = |filter: Filter, field: Field| RunSearch {
+        project: "w/p".into(),
+        filter,
+        include_deleted: false,
+        sort: Sort {
+            field: field.clone(),
+            descending: true,
+        },
+        after: None,
+        limit: 10,
+        columns: vec![field],
+    };
+    let x = || Field::Attr("params/x".into());
+    let max_loss = || Field::Metric("loss".into(), MetricAgg::Max);
+    let last_loss = || Field::Metric("loss".into(), MetricAgg::Last);
+    let gt = |field: Field, v: f64| Filter::Compare {
+        field,
+        op: Cmp::Gt,
+        value: Literal::Number(Number::Float(v)),
+    };
+    let found = |page: SearchPage| -> Vec<(String, Option<Value>)> {
+        page.runs
+            .into_iter()
+            .map(|r| (r.run.run, r.columns.into_iter().next().flatten()))
+            .collect()
+    };
+    let got = found(store.search_runs(search(gt(x(), 3.0), x())).await.unwrap());
+    assert_eq!(got, vec![("r1".to_string(), Some(Value::Float(9.0)))], "params/x > 3");
+    let got = found(store.search_runs(search(Filter::Exists(x()), x())).await.unwrap());
+    assert_eq!(
+        got,
+        vec![
+            ("r1".to_string(), Some(Value::Float(9.0))),
+            ("r3".to_string(), Some(Value::Float(2.0)))
+        ],
+        "exists params/x"
+    );
+    // Sorted by the attribute: the run without it (deleted) comes last.
+    let got = found(store.search_runs(search(Filter::True, x())).await.unwrap());
+    let order: Vec<&str> = got.iter().map(|(r, _)| r.as_str()).collect();
+    assert_eq!(order, ["r1", "r3", "r2"], "sorted by params/x: {got:?}");
+    let got = found(
+        store
+            .search_runs(search(gt(max_loss(), 0.92), max_loss()))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        got,
+        vec![("r1".to_string(), Some(Value::Float(0.95)))],
+        "max(loss) > 0.92"
+    );
+    let got = found(store.search_runs(search(Filter::True, last_loss())).await.unwrap());
+    assert_eq!(
+        got,
+        vec![
+            ("r1".to_string(), Some(Value::Float(0.95))),
+            ("r3".to_string(), Some(Value::Float(0.2))),
+            ("r2".to_string(), Some(Value::Float(0.1)))
+        ],
+        "sorted by last(loss)"
+    );
+}
+
+#[tokio::test]
+async fn sqlite_searches_see_the_latest_versions() {
+    let (_d, s) = sqlite().await;
+    searches_see_the_latest_versions(s).await;
+}
+
+#[tokio::test]
+async fn clickhouse_searches_see_the_latest_versions() {
+    let url = support::clickhouse_url("latest");
+    let views = ClickHouseViews::open(&url).await.unwrap();
+    let u = ClickHouseUrl::parse(&url).unwrap();
+    let client = u.client().with_database(&u.database);
+    for table in ["attributes", "attributes_by_path", "series"] {
+        client
+            .query(&format!("SYSTEM STOP MERGES {}_{table}", views.generation()))
+            .execute()
+            .await
+            .unwrap();
+    }
+    searches_see_the_latest_versions(Arc::new(views)).await;
+}
+
 async fn sqlite() -> (tempfile::TempDir, Arc<dyn ViewStore>) {
     let dir = tempfile::tempdir().unwrap();
     let store = runstream_views::open(&format!("sqlite://{}/v.db", dir.path().display()))

@@ -253,7 +253,23 @@ fn runs_in(q: &mut Sql, runs: Option<&[&str]>) {
 /// The latest attributes at `paths` of each run that has them (of `runs` only, if given),
 /// columns `run`, `{p}path` and the value's, prefixed `p`. Read from the copy of the attributes
 /// keyed by path, so one path of every run is a contiguous range rather than a scan of all.
+///
+/// Every run's are read with `FINAL`, which keeps each key's latest row as it merges the parts
+/// in key order: at 100,000 runs a quarter of the time of grouping by run on a current release
+/// (22 against 88 ms here), three quarters on 18.16. A deleted attribute is then left out
+/// around the read, never inside it, where a condition on a column that is not in the key
+/// could be applied before the merge and keep an older version.
 fn attrs_latest(q: &mut Sql, project: &str, paths: &[&str], p: &str, runs: Option<&[&str]>) {
+    if runs.is_none() {
+        q.push(&format!(
+            "(SELECT * FROM (SELECT run, path AS {p}path, vtype AS {p}t, i AS {p}i, f AS {p}f, s AS {p}s,
+              deleted AS {p}gone FROM {{t}}attributes_by_path FINAL WHERE project = "
+        ))
+        .str(project);
+        paths_in(q, paths);
+        q.push(&format!(") WHERE {p}gone = 0)"));
+        return;
+    }
     q.push(&format!(
         "(SELECT run, path AS {p}path, argMax(vtype, ver) AS {p}t, argMax(i, ver) AS {p}i, argMax(f, ver) AS {p}f,
           argMax(s, ver) AS {p}s, argMax(deleted, ver) AS {p}gone
@@ -266,8 +282,20 @@ fn attrs_latest(q: &mut Sql, project: &str, paths: &[&str], p: &str, runs: Optio
 }
 
 /// The latest summaries of the float series at `paths` of each run that has them (of `runs`
-/// only, if given), columns `run`, `{p}path` and the summary's, prefixed `p`.
+/// only, if given), columns `run`, `{p}path` and the summary's, prefixed `p`. Every run's are
+/// read with `FINAL`, as [`attrs_latest`] reads attributes (the conditions are on key columns,
+/// which all versions of a row share).
 fn metric_latest(q: &mut Sql, project: &str, paths: &[&str], p: &str, runs: Option<&[&str]>) {
+    if runs.is_none() {
+        q.push(&format!(
+            "(SELECT run, path AS {p}path, count AS {p}count, n_values AS {p}n, min AS {p}min, max AS {p}max,
+              sum AS {p}sum, last_value AS {p}last FROM {{t}}series FINAL WHERE project = "
+        ))
+        .str(project);
+        paths_in(q, paths);
+        q.push(" AND kind = 'float')");
+        return;
+    }
     q.push(&format!(
         "(SELECT run, path AS {p}path, argMax(count, ver) AS {p}count, argMax(n_values, ver) AS {p}n,
           argMax(min, ver) AS {p}min, argMax(max, ver) AS {p}max, argMax(sum, ver) AS {p}sum,
