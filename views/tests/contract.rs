@@ -436,19 +436,23 @@ async fn sqlite_point_written_again() {
     a_point_written_again_reads_once(s).await;
 }
 
-#[tokio::test]
-async fn clickhouse_point_written_again() {
-    // With the points table's merges stopped, every version stays stored, as between merges.
-    let url = support::clickhouse_url("again");
+/// ClickHouse views whose `tables` never merge: every version written stays stored, as
+/// between merges.
+async fn clickhouse_unmerged(name: &str, tables: &[&str]) -> Arc<dyn ViewStore> {
+    let url = support::clickhouse_url(name);
     let views = ClickHouseViews::open(&url).await.unwrap();
     let u = ClickHouseUrl::parse(&url).unwrap();
-    u.client()
-        .with_database(&u.database)
-        .query(&format!("SYSTEM STOP MERGES {}_float_points", views.generation()))
-        .execute()
-        .await
-        .unwrap();
-    a_point_written_again_reads_once(Arc::new(views)).await;
+    let client = u.client().with_database(&u.database);
+    for table in tables {
+        let stop = format!("SYSTEM STOP MERGES {}_{table}", views.generation());
+        client.query(&stop).execute().await.unwrap();
+    }
+    Arc::new(views)
+}
+
+#[tokio::test]
+async fn clickhouse_point_written_again() {
+    a_point_written_again_reads_once(clickhouse_unmerged("again", &["float_points"]).await).await;
 }
 
 /// Searches see each attribute's and series summary's latest version: a value set again is
@@ -589,18 +593,8 @@ async fn sqlite_searches_see_the_latest_versions() {
 
 #[tokio::test]
 async fn clickhouse_searches_see_the_latest_versions() {
-    let url = support::clickhouse_url("latest");
-    let views = ClickHouseViews::open(&url).await.unwrap();
-    let u = ClickHouseUrl::parse(&url).unwrap();
-    let client = u.client().with_database(&u.database);
-    for table in ["attributes", "attributes_by_path", "series"] {
-        client
-            .query(&format!("SYSTEM STOP MERGES {}_{table}", views.generation()))
-            .execute()
-            .await
-            .unwrap();
-    }
-    searches_see_the_latest_versions(Arc::new(views)).await;
+    let views = clickhouse_unmerged("latest", &["attributes", "attributes_by_path", "series"]).await;
+    searches_see_the_latest_versions(views).await;
 }
 
 async fn sqlite() -> (tempfile::TempDir, Arc<dyn ViewStore>) {
