@@ -315,7 +315,8 @@ pub(super) async fn points(
     latest_points(from, limit, |from, window| async move {
         // A read from the start of a step (most are) skips the condition on time, which costs
         // the server about a millisecond over a long series.
-        let within_step = if from.time_ms > i64::MIN {
+        let inside_step = from.time_ms > i64::MIN;
+        let within_step = if inside_step {
             " AND (step > ? OR time_ms >= ?)"
         } else {
             ""
@@ -331,7 +332,7 @@ pub(super) async fn points(
             .bind(&key.path)
             .bind(from.step)
             .bind(to);
-        if from.time_ms > i64::MIN {
+        if inside_step {
             q = q.bind(from.step).bind(from.time_ms);
         }
         q.bind(window.min(i64::MAX as usize) as u64)
@@ -362,7 +363,7 @@ where
         let window = (limit - out.len()).saturating_add(slack);
         let rows = fetch(from, window).await?;
         let full = rows.len() >= window;
-        let mut read = latest_in_order(rows);
+        let mut read = latest_points_of(rows);
         if full {
             let cut = read.pop().expect("a full window holds a point");
             if read.is_empty() {
@@ -384,8 +385,10 @@ where
     Ok(out)
 }
 
-/// The latest version of each point of `rows`, which come in (step, time) order.
-fn latest_in_order(rows: Vec<VersionedPoint>) -> Vec<PointRow> {
+/// The latest version of each point of `rows`, in (step, time) order. The rows come in any
+/// order; a history read's come sorted already, which the sort passes over in one scan.
+fn latest_points_of(mut rows: Vec<VersionedPoint>) -> Vec<PointRow> {
+    rows.sort_unstable_by_key(|p| (p.step, p.time_ms));
     let mut out: Vec<(PointRow, u64)> = Vec::with_capacity(rows.len());
     for p in rows {
         match out.last_mut() {
@@ -566,10 +569,7 @@ async fn edge_points(v: &ClickHouseViews, key: &SeriesKey, from: i64, to: i64) -
         .fetch_all()
         .await
         .map_err(storage)?;
-    Ok(latest(rows.into_iter().map(|p| ((p.step, p.time_ms), p.ver, p.value)))
-        .into_iter()
-        .map(|((step, time_ms), value)| PointRow { step, time_ms, value })
-        .collect())
+    Ok(latest_points_of(rows))
 }
 
 /// The latest rollup rows of `levels` (level, first bucket, last bucket) and of the top level.
@@ -844,12 +844,12 @@ mod tests {
             p(2, 1, 6.0, 9),
             p(2, 1, 5.0, 1),
         ];
-        let got: Vec<(i64, i64, f64)> = latest_in_order(rows)
+        let got: Vec<(i64, i64, f64)> = latest_points_of(rows)
             .into_iter()
             .map(|r| (r.step, r.time_ms, r.value))
             .collect();
         assert_eq!(got, vec![(0, 5, 2.0), (0, 9, 3.0), (1, 0, 4.0), (2, 1, 6.0)]);
-        assert!(latest_in_order(Vec::new()).is_empty());
+        assert!(latest_points_of(Vec::new()).is_empty());
     }
 
     /// Stored rows in (step, time) order with a point's versions oldest first (`latest`) or
