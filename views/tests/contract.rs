@@ -593,7 +593,11 @@ async fn sqlite_searches_see_the_latest_versions() {
 
 #[tokio::test]
 async fn clickhouse_searches_see_the_latest_versions() {
-    let views = clickhouse_unmerged("latest", &["attributes", "attributes_by_path", "series"]).await;
+    let views = clickhouse_unmerged(
+        "latest",
+        &["attributes", "attributes_by_path", "series", "series_by_path"],
+    )
+    .await;
     searches_see_the_latest_versions(views).await;
 }
 
@@ -900,9 +904,10 @@ async fn sqlite_checkpoints_in_the_background() {
     }
 }
 
-/// Views made by a build before the attributes had a copy keyed by path and before points were
-/// keyed by step and time (schema version 1): opening them with this build fills the copy,
-/// searches on attributes find what they did, and each step keeps its latest point.
+/// Views made by a build before the attributes and series summaries had copies keyed by path
+/// and before points were keyed by step and time (schema version 1): opening them with this
+/// build fills the copies, searches on attributes and metrics find what they did, and each step
+/// keeps its latest point.
 #[tokio::test]
 async fn clickhouse_migrations_from_version_1() {
     use runstream_views::search::*;
@@ -933,6 +938,16 @@ async fn clickhouse_migrations_from_version_1() {
     };
     let expected = vec![("r1".to_string(), Some(Value::Float(0.1)))];
     assert_eq!(found(store.search_runs(search()).await.unwrap()), expected);
+    // The run by its loss summary's max: 1.0 until the flush after the migration.
+    let by_loss = |op: Cmp, max: f64| RunSearch {
+        filter: Filter::Compare {
+            field: Field::Metric("loss".into(), MetricAgg::Max),
+            op,
+            value: Literal::Number(Number::Float(max)),
+        },
+        ..search()
+    };
+    assert_eq!(found(store.search_runs(by_loss(Cmp::Eq, 1.0)).await.unwrap()), expected);
 
     // Back to version 1: no copy, points keyed by step (step 0 written twice, at two times, in
     // two parts: both versions stored until a merge), the migrations not recorded.
@@ -940,6 +955,7 @@ async fn clickhouse_migrations_from_version_1() {
     let client = u.client().with_database(&u.database);
     for sql in [
         "DROP TABLE g0_attributes_by_path",
+        "DROP TABLE g0_series_by_path",
         "DROP TABLE g0_float_points",
         "CREATE TABLE g0_points (project String, run String, path String, step Int64, time_ms Int64,
          value Float64, ver UInt64) ENGINE = ReplacingMergeTree(ver) ORDER BY (project, run, path, step)",
@@ -953,6 +969,10 @@ async fn clickhouse_migrations_from_version_1() {
     }
     let reopened = ClickHouseViews::open(&url).await.unwrap();
     assert_eq!(found(reopened.search_runs(search()).await.unwrap()), expected);
+    assert_eq!(
+        found(reopened.search_runs(by_loss(Cmp::Eq, 1.0)).await.unwrap()),
+        expected
+    );
     let rows = reopened
         .read_points(&key("loss"), PointFrom::step(0), i64::MAX, 100)
         .await
@@ -970,9 +990,16 @@ async fn clickhouse_migrations_from_version_1() {
     assert!(tables.is_empty(), "the old points table is dropped: {tables:?}");
     // Later writes reach both keyings.
     reopened.apply(batch(1, vec![1], vec![2.0], 2)).await.unwrap();
-    assert_eq!(
-        found(reopened.search_runs(search()).await.unwrap()),
-        vec![("r1".to_string(), Some(Value::Float(0.2)))]
+    let now = vec![("r1".to_string(), Some(Value::Float(0.2)))];
+    assert_eq!(found(reopened.search_runs(search()).await.unwrap()), now);
+    assert_eq!(found(reopened.search_runs(by_loss(Cmp::Gt, 1.5)).await.unwrap()), now);
+    assert!(
+        reopened
+            .search_runs(by_loss(Cmp::Eq, 1.0))
+            .await
+            .unwrap()
+            .runs
+            .is_empty()
     );
 }
 

@@ -2,10 +2,11 @@
 //!
 //! Values never enter the SQL text: a [`Sql`] builder appends fragments and `?` placeholders in
 //! the order they appear, and binds the values in that order through the client's escaping.
-//! Every table is read at its latest versions (`argMax(.., ver)` per key). A search is one
-//! statement over the project's runs: the sort field's value is joined on by run id, filters on
-//! attributes, metrics, tags and lineage are `run IN (subquery)` sets (so `NOT` is exact
-//! negation), and pages are cut by a keyset over the sort key.
+//! Every table is read at its latest versions (`FINAL` when every run's rows are read,
+//! `argMax(.., ver)` per key for a page's few runs). A search is one statement over the
+//! project's runs: filters on attributes, metrics, tags and lineage are `run IN (subquery)` sets
+//! (so `NOT` is exact negation), the runs that meet them are joined with the sort field's value
+//! by run id, and pages are cut by a keyset over the sort key.
 //!
 //! A sort key is `(none, rank, f, i, s, run)`: `none` puts runs lacking the field last in both
 //! directions; `rank` orders numbers (1) before strings (2); numbers order by their float value,
@@ -282,14 +283,14 @@ fn attrs_latest(q: &mut Sql, project: &str, paths: &[&str], p: &str, runs: Optio
 }
 
 /// The latest summaries of the float series at `paths` of each run that has them (of `runs`
-/// only, if given), columns `run`, `{p}path` and the summary's, prefixed `p`. Every run's are
-/// read with `FINAL`, as [`attrs_latest`] reads attributes (the conditions are on key columns,
-/// which all versions of a row share).
+/// only, if given), columns `run`, `{p}path` and the summary's, prefixed `p`. Read from the copy
+/// keyed by path, as [`attrs_latest`] reads attributes: every run's with `FINAL` (the conditions
+/// are on key columns, which all versions of a row share), a few runs' grouped.
 fn metric_latest(q: &mut Sql, project: &str, paths: &[&str], p: &str, runs: Option<&[&str]>) {
     if runs.is_none() {
         q.push(&format!(
             "(SELECT run, path AS {p}path, count AS {p}count, n_values AS {p}n, min AS {p}min, max AS {p}max,
-              sum AS {p}sum, last_value AS {p}last FROM {{t}}series FINAL WHERE project = "
+              sum AS {p}sum, last_value AS {p}last FROM {{t}}series_by_path FINAL WHERE project = "
         ))
         .str(project);
         paths_in(q, paths);
@@ -300,7 +301,7 @@ fn metric_latest(q: &mut Sql, project: &str, paths: &[&str], p: &str, runs: Opti
         "(SELECT run, path AS {p}path, argMax(count, ver) AS {p}count, argMax(n_values, ver) AS {p}n,
           argMax(min, ver) AS {p}min, argMax(max, ver) AS {p}max, argMax(sum, ver) AS {p}sum,
           argMax(last_value, ver) AS {p}last
-         FROM {{t}}series WHERE project = "
+         FROM {{t}}series_by_path WHERE project = "
     ))
     .str(project);
     paths_in(q, paths);
@@ -587,12 +588,22 @@ fn compile(q: &mut Sql, project: &str, f: &Filter) {
     }
 }
 
-/// The condition every returned run meets.
-fn scope(q: &mut Sql, project: &str, filter: &Filter, include_deleted: bool) {
+/// The project's runs that meet the condition, with the `r_` columns named (every one if
+/// `None`).
+///
+/// The condition is applied here, before the runs are joined with their sort keys or group
+/// aggregates, so that a join looks up the runs it keeps, not every run: on 18.16 a filtered
+/// page at 100,000 runs took a quarter less time than with the condition after the join. It
+/// reads only the run columns and `run IN` sets, never a joined column.
+fn scoped_runs(q: &mut Sql, project: &str, columns: Option<&[&str]>, filter: &Filter, include_deleted: bool) {
+    q.push("(SELECT * FROM ");
+    runs_latest(q, project, columns, None);
+    q.push(" WHERE ");
     if !include_deleted {
         q.push("r_deleted = 0 AND ");
     }
     compile(q, project, filter);
+    q.push(")");
 }
 
 /// Runs joined with a field's sort key, as columns `{p}rank`, `{p}int`, `{p}f`, `{p}i`, `{p}s`
@@ -708,14 +719,12 @@ pub(super) async fn search(v: &ClickHouseViews, s: &RunSearch) -> Result<SearchP
     let mut q = Sql::new();
     q.push("SELECT run, krank, kint, kf, ki, ks FROM ");
     with_key(&mut q, &s.project, &s.sort.field, "k", |q| {
-        runs_latest(q, &s.project, Some(&read), None)
+        scoped_runs(q, &s.project, Some(&read), &s.filter, s.include_deleted)
     });
-    q.push(" WHERE ");
-    scope(&mut q, &s.project, &s.filter, s.include_deleted);
     if let Some(c) = &s.after {
         let (none, rank, f, i, str_) = cursor_key(&c.value);
         let cmp = if s.sort.descending { "<" } else { ">" };
-        q.push(" AND (toUInt8(krank = 0) > ")
+        q.push(" WHERE (toUInt8(krank = 0) > ")
             .int(none)
             .push(" OR (toUInt8(krank = 0) = ")
             .int(none)
@@ -940,10 +949,10 @@ pub(super) async fn group(v: &ClickHouseViews, g: &RunGrouping) -> Result<Groups
     }
     q.push(&format!("SELECT {} FROM ", cols.join(", ")));
     with_aggregates(&mut q, &g.project, &g.aggregates, |q| {
-        with_key(q, &g.project, &g.by, "k", |q| runs_latest(q, &g.project, None, None))
+        with_key(q, &g.project, &g.by, "k", |q| {
+            scoped_runs(q, &g.project, None, &g.filter, g.include_deleted)
+        })
     });
-    q.push(" WHERE ");
-    scope(&mut q, &g.project, &g.filter, g.include_deleted);
     q.push(" GROUP BY krank, kf, ki, ks ORDER BY krank = 0, krank, kf, ki, ks LIMIT ")
         .int(g.limit.min(i64::MAX as usize - 1) as i64 + 1);
     let mut cursor = q.query(v).fetch_bytes("RowBinary").map_err(storage)?;

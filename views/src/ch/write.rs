@@ -845,9 +845,8 @@ async fn write_float_series(views: &ClickHouseViews, batch: &RowBatch, ver: &Ver
                     })
                     .collect(),
             ),
-            insert_all::<SeriesRec<'_>>(
+            insert_summaries(
                 views,
-                "series",
                 summaries
                     .iter()
                     .map(|(i, a)| {
@@ -861,7 +860,7 @@ async fn write_float_series(views: &ClickHouseViews, batch: &RowBatch, ver: &Ver
                             ver.get(&s.key.project, &s.key.run),
                         )
                     })
-                    .collect(),
+                    .collect::<Vec<_>>(),
             ),
             insert_keys(
                 views,
@@ -872,6 +871,16 @@ async fn write_float_series(views: &ClickHouseViews, batch: &RowBatch, ver: &Ver
         Ok(())
     };
     futures::try_join!(points, rollups)?;
+    Ok(())
+}
+
+/// Series summaries into both keyings (see the migrations); a crash that leaves one without
+/// the other is repaired by the replay, which writes both again.
+async fn insert_summaries(views: &ClickHouseViews, rows: Vec<SeriesRec<'_>>) -> Result<(), ViewError> {
+    futures::try_join!(
+        insert_rows::<SeriesRec>(views, "series", &rows),
+        insert_rows::<SeriesRec>(views, "series_by_path", &rows),
+    )?;
     Ok(())
 }
 
@@ -952,9 +961,8 @@ async fn write_string_series(views: &ClickHouseViews, batch: &RowBatch, ver: &Ve
         }
         rows.extend(q.fetch_all::<LineSummary>().await.map_err(storage)?);
     }
-    insert_all::<SeriesRec<'_>>(
+    insert_summaries(
         views,
-        "series",
         rows.iter()
             .map(|r| {
                 let agg = Agg {
@@ -966,7 +974,7 @@ async fn write_string_series(views: &ClickHouseViews, batch: &RowBatch, ver: &Ve
                 };
                 SeriesRec::new(&r.project, &r.run, &r.path, "string", &agg, ver.get(&r.project, &r.run))
             })
-            .collect(),
+            .collect::<Vec<_>>(),
     )
     .await?;
     insert_keys(
