@@ -289,12 +289,9 @@ async fn main() {
         eprintln!("generating {runs} runs x 100 attributes and a {points}-point series ...");
         let started = Instant::now();
         generate(views.as_ref(), runs, points).await;
-        match &own_clickhouse {
-            _ if !clickhouse => std::fs::write(&stamp_path, &stamp).unwrap(),
-            Some(_) => {
-                let Baseline::ClickHouse { http, database } = &baseline else {
-                    unreachable!("a ClickHouse run has a ClickHouse baseline")
-                };
+        match &baseline {
+            Baseline::Sqlite(_) => std::fs::write(&stamp_path, &stamp).unwrap(),
+            Baseline::ClickHouse { http, database } if own_clickhouse.is_some() => {
                 for sql in [
                     format!("CREATE TABLE IF NOT EXISTS {database}.query_bench_stamp (stamp String) ENGINE = TinyLog"),
                     format!(
@@ -305,7 +302,7 @@ async fn main() {
                     clickhouse_sql(http, &sql).await.unwrap();
                 }
             }
-            None => {}
+            Baseline::ClickHouse { .. } => {}
         }
         eprintln!("generated in {:.0} s", started.elapsed().as_secs_f64());
     }
@@ -497,16 +494,7 @@ impl Baseline {
                 let sql = format!(
                     "SELECT run, f FROM {database}.g0_attributes WHERE project = '{PROJECT}' AND path = 'params/f12' FORMAT TSV"
                 );
-                let text = reqwest::Client::new()
-                    .post(http)
-                    .body(sql)
-                    .send()
-                    .await
-                    .unwrap()
-                    .text()
-                    .await
-                    .unwrap();
-                text.lines().count()
+                clickhouse_sql(http, &sql).await.unwrap().lines().count()
             }
         }
     }

@@ -593,8 +593,9 @@ fn compile(q: &mut Sql, project: &str, f: &Filter) {
 ///
 /// The condition is applied here, before the runs are joined with their sort keys or group
 /// aggregates, so that a join looks up the runs it keeps, not every run: on 18.16 a filtered
-/// page at 100,000 runs took a quarter less time than with the condition after the join. It
-/// reads only the run columns and `run IN` sets, never a joined column.
+/// page's statement at 100,000 runs took a tenth less time than with the condition after the
+/// join (143 against 159 ms). It reads only the run columns and `run IN` sets, never a joined
+/// column.
 fn scoped_runs(q: &mut Sql, project: &str, columns: Option<&[&str]>, filter: &Filter, include_deleted: bool) {
     q.push("(SELECT * FROM ");
     runs_latest(q, project, columns, None);

@@ -860,7 +860,7 @@ async fn write_float_series(views: &ClickHouseViews, batch: &RowBatch, ver: &Ver
                             ver.get(&s.key.project, &s.key.run),
                         )
                     })
-                    .collect::<Vec<_>>(),
+                    .collect(),
             ),
             insert_keys(
                 views,
@@ -974,7 +974,7 @@ async fn write_string_series(views: &ClickHouseViews, batch: &RowBatch, ver: &Ve
                 };
                 SeriesRec::new(&r.project, &r.run, &r.path, "string", &agg, ver.get(&r.project, &r.run))
             })
-            .collect::<Vec<_>>(),
+            .collect(),
     )
     .await?;
     insert_keys(
