@@ -235,7 +235,10 @@ async fn main() {
     let views_path = dir.join("views.db");
     let stamp_path = dir.join("generated");
     let reuse = std::fs::read_to_string(&stamp_path).ok().as_deref() == Some(stamp.as_str());
-    if !reuse && !args.iter().any(|a| a == "--clickhouse") {
+    let own_clickhouse = arg(&args, "--clickhouse-url");
+    let clickhouse = own_clickhouse.is_some() || args.iter().any(|a| a == "--clickhouse");
+    // The SQLite views kept here are the embedded run's alone: a ClickHouse run leaves them be.
+    if !reuse && !clickhouse {
         for ext in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(dir.join(format!("views.db{ext}")));
         }
@@ -246,8 +249,6 @@ async fn main() {
     // `--clickhouse-url URL`: the views in a server of one's own, kept between runs and reused
     // while the generator is unchanged (its stamp is kept in the database, beside the data, so
     // that any build finds it).
-    let own_clickhouse = arg(&args, "--clickhouse-url");
-    let clickhouse = own_clickhouse.is_some() || args.iter().any(|a| a == "--clickhouse");
     let (views, baseline): (Arc<dyn ViewStore>, Baseline) = if clickhouse {
         let url = own_clickhouse
             .clone()
