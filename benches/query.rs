@@ -171,6 +171,19 @@ fn median_p90(mut xs: Vec<Duration>) -> (f64, f64) {
     (ms(xs[xs.len() / 2]), ms(xs[xs.len() * 9 / 10]))
 }
 
+/// The median of `samples` timed calls of `f`, after `warm` untimed ones, in ms.
+async fn median_ms<F: std::future::Future<Output = ()>>(samples: usize, warm: usize, mut f: impl FnMut() -> F) -> f64 {
+    let mut times = Vec::with_capacity(samples);
+    for i in 0..samples + warm {
+        let started = Instant::now();
+        f().await;
+        if i >= warm {
+            times.push(started.elapsed());
+        }
+    }
+    median_p90(times).0
+}
+
 struct Bench {
     client: reqwest::Client,
     base: String,
@@ -512,17 +525,8 @@ impl Baseline {
 
 /// The searches, their baseline and the ratio between them.
 async fn search_figures(b: &Bench, baseline_source: &Baseline, runs: usize) {
-    let mut base_times = Vec::new();
     // Seconds per sample at 100,000 runs: a few samples say enough.
-    for i in 0..6 {
-        let started = Instant::now();
-        let n = baseline_source.read().await;
-        assert_eq!(n, runs);
-        if i >= 1 {
-            base_times.push(started.elapsed());
-        }
-    }
-    let (baseline, _) = median_p90(base_times);
+    let baseline = median_ms(5, 1, || async { assert_eq!(baseline_source.read().await, runs) }).await;
     let store = match baseline_source {
         Baseline::Sqlite(_) => "plain SQLite",
         Baseline::ClickHouse { .. } => "plain ClickHouse",
@@ -642,15 +646,10 @@ async fn search_figures(b: &Bench, baseline_source: &Baseline, runs: usize) {
                 found,
                 "the raw statement must find the search's runs: {sql}"
             );
-            let mut times = Vec::new();
-            for i in 0..SAMPLES + 3 {
-                let started = Instant::now();
+            let median = median_ms(SAMPLES, 3, || async {
                 clickhouse_sql(http, &sql).await.unwrap();
-                if i >= 3 {
-                    times.push(started.elapsed());
-                }
-            }
-            let (median, _) = median_p90(times);
+            })
+            .await;
             println!(
                 "{:<72} median {median:>7.2} ms",
                 "  the same runs, one ClickHouse statement over raw rows, no columns"
